@@ -1,0 +1,58 @@
+"""chanflow's exceptions.
+
+The hierarchy::
+
+    Exception
+     └── ChanflowError            anything chanflow raises on purpose
+          ├── ChannelClosed       send on a closed channel, recv on a closed and drained one
+          ├── WouldBlock          a *_nowait call that would have had to wait
+          ├── Cancelled           the error of a cancelled Context
+          └── DeadlineExceeded    the error of a Context whose deadline passed
+                                  (also a built-in TimeoutError)
+
+Blocking calls that run out of time raise the built-in ``TimeoutError`` (on every
+Python version, including 3.10 where asyncio has its own), so one ``except
+TimeoutError`` catches a timed-out ``recv``, a timed-out ``select`` and an expired
+context alike.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Cancelled",
+    "ChanflowError",
+    "ChannelClosed",
+    "DeadlineExceeded",
+    "WouldBlock",
+]
+
+
+class ChanflowError(Exception):
+    """Base class of every exception chanflow raises on purpose."""
+
+
+class ChannelClosed(ChanflowError):
+    """The channel is closed: nothing more can be sent, and nothing is left to receive.
+
+    ``sent`` is how many items of a ``send_many`` call went in before the channel
+    closed (0 for every other operation).
+    """
+
+    def __init__(self, message: str = "channel is closed", *, sent: int = 0) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class WouldBlock(ChanflowError):
+    """Raised by a ``*_nowait`` operation that could not complete without waiting."""
+
+
+class Cancelled(ChanflowError):
+    """The error of a :class:`~chanflow.Context` that was cancelled."""
+
+
+class DeadlineExceeded(ChanflowError, TimeoutError):
+    """The error of a :class:`~chanflow.Context` whose deadline passed.
+
+    It is also a ``TimeoutError``, so code that handles timeouts handles it too.
+    """
