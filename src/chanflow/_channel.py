@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from itertools import islice
 from threading import Lock
-from typing import Any, Generic, TypeVar, Union
+from typing import Any, Generic, TypeVar
 
 from ._exceptions import ChannelClosed, WouldBlock
 from ._waiter import CLOSED, OK, AsyncWaiter, ThreadWaiter, Waiter, check_timeout, discard
@@ -39,7 +39,7 @@ T = TypeVar("T")
 # compared by identity only: a waiter is never equal to another waiter.
 RecvEntry = tuple[Waiter, int]
 SendEntry = tuple[Waiter, int, Any]
-Entry = Union[RecvEntry, SendEntry]
+Entry = RecvEntry | SendEntry
 
 _EMPTY: Any = object()
 _SEND_MANY_CHUNK = 256
@@ -62,7 +62,7 @@ def _check_capacity(capacity: float) -> float:
         raise TypeError(f"capacity must be an int >= 0 or math.inf, not {capacity!r}")
     if capacity == math.inf:
         return capacity
-    if capacity < 0 or capacity != int(capacity):
+    if not math.isfinite(capacity) or capacity < 0 or capacity != int(capacity):
         raise ValueError(f"capacity must be an int >= 0 or math.inf, not {capacity!r}")
     return int(capacity)
 

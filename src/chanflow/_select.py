@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any, Generic, NamedTuple, TypeVar, Union
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from ._channel import _EMPTY, Channel, Entry
 from ._exceptions import ChannelClosed
@@ -53,7 +53,7 @@ class Send(Generic[T]):
         return f"Send({self.channel!r}, {self.item!r})"
 
 
-Case = Union[Recv[Any], Send[Any]]
+Case = Recv[Any] | Send[Any]
 
 
 class Selected(NamedTuple):
@@ -64,7 +64,7 @@ class Selected(NamedTuple):
     ``index`` is -1 when ``default=True`` and no case was ready.
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, as Go names it
     value: Any
     ok: bool
 
