@@ -1,0 +1,125 @@
+"""chanflow demo: the seeds' Go programs, built from chanflow's primitives.
+
+1. A worker pool: jobs channel -> 3 workers (WaitGroup) -> results channel, closed
+   by a closer once the WaitGroup is done (the seeds' classic Go program).
+2. A rate limiter in front of the dispatcher (the seeds' `time.Tick(500ms)`, but a
+   token bucket allowing a burst), and a Ticker reporting progress through select.
+3. Fan-in with select, under a context deadline that cancels everything.
+4. The seeds' pipeline `generate -> square -> print`, one coroutine per stage.
+
+Run it with `make demo`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import chanflow as cf
+
+JOBS = 12
+
+
+def worker_pool() -> None:
+    print("1-2. worker pool: 3 workers, 12 jobs, dispatch limited to 40/s with a burst of 4")
+    jobs: cf.Channel[int] = cf.Channel(5)
+    results: cf.Channel[tuple[int, int, int]] = cf.Channel(5)
+    limiter = cf.RateLimiter("40/s", burst=4)
+    wg = cf.WaitGroup()
+
+    def worker(worker_id: int) -> None:
+        for job in jobs:  # ends when the dispatcher closes `jobs`
+            time.sleep(0.02)  # simulate work
+            results.send((worker_id, job, job * 2))
+
+    for worker_id in range(1, 4):
+        wg.go(worker, worker_id)
+
+    def dispatch() -> None:
+        for job in range(1, JOBS + 1):
+            limiter.acquire()
+            jobs.send(job)
+        jobs.close()
+
+    cf.go(dispatch)
+    cf.go(lambda: (wg.wait(), results.close()))  # the closer: results end when workers do
+
+    started = time.monotonic()
+    done = 0
+    with cf.Ticker(0.1) as ticker:
+        while True:
+            selected = cf.select(cf.Recv(results), cf.Recv(ticker.channel))
+            if selected.index == 1:
+                print(f"   tick: {done}/{JOBS} done after {time.monotonic() - started:.2f} s")
+                continue
+            if not selected.ok:
+                break
+            worker_id, job, value = selected.value
+            done += 1
+            print(f"   worker {worker_id} finished job {job:2d} -> {value}")
+    print(f"   all {done} jobs done in {time.monotonic() - started:.2f} s")
+
+
+def fan_in_with_deadline() -> None:
+    print("3. fan-in: three producers at different speeds, merged by select, 0.3 s deadline")
+    with cf.background().with_timeout(0.3) as ctx, cf.Group(context=ctx) as group:
+        sources = [cf.Channel[str]() for _ in range(3)]
+
+        def produce(name: str, out: cf.Channel[str], every: float) -> None:
+            with cf.Ticker(every) as ticker:
+                for n, _tick in enumerate(ticker):
+                    selected = cf.select(cf.Send(out, f"{name}#{n}"), cf.Recv(group.context.done))
+                    if selected.index == 1:
+                        return
+
+        for name, out, every in zip("abc", sources, (0.05, 0.08, 0.13)):
+            group.go(produce, name, out, every)
+
+        counts = {"a": 0, "b": 0, "c": 0}
+        while True:
+            selected = cf.select(*(cf.Recv(s) for s in sources), cf.Recv(ctx.done))
+            if selected.index == len(sources):
+                break
+            counts[selected.value[0]] += 1
+    print(f"   merged {sum(counts.values())} messages {counts}; stopped by {ctx.error!r}")
+
+
+async def pipeline() -> None:
+    print("4. pipeline: generate -> square -> print, one coroutine per stage")
+
+    async def generate(*numbers: int) -> cf.Channel[int]:
+        out: cf.Channel[int] = cf.Channel()
+
+        async def run() -> None:
+            for n in numbers:
+                await out.asend(n)
+            out.close()
+
+        tasks.append(asyncio.ensure_future(run()))
+        return out
+
+    async def square(inp: cf.Channel[int]) -> cf.Channel[int]:
+        out: cf.Channel[int] = cf.Channel()
+
+        async def run() -> None:
+            async for n in inp:
+                await out.asend(n * n)
+            out.close()
+
+        tasks.append(asyncio.ensure_future(run()))
+        return out
+
+    tasks: list[asyncio.Future[None]] = []
+    squares = await square(await generate(2, 3, 4))
+    print("  ", [value async for value in squares])
+    await asyncio.gather(*tasks)
+
+
+def main() -> None:
+    worker_pool()
+    fan_in_with_deadline()
+    asyncio.run(pipeline())
+
+
+if __name__ == "__main__":
+    main()
