@@ -538,3 +538,15 @@ def test_exactly_once_and_per_sender_fifo_with_many_threads(capacity: int) -> No
         for sender in range(senders):
             seqs = [seq for s, seq in part if s == sender]
             assert seqs == sorted(seqs)
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e30])
+def test_timeouts_longer_than_a_lock_can_wait_mean_forever(timeout: float) -> None:
+    ch: cf.Channel[int] = cf.Channel()
+    received: list[int] = []
+    thread = threading.Thread(target=lambda: received.append(ch.recv(timeout=timeout)))
+    thread.start()
+    wait_until(lambda: len(ch._receivers) == 1)
+    ch.send(3, timeout=timeout)
+    thread.join(5)
+    assert received == [3]

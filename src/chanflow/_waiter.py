@@ -42,6 +42,8 @@ def check_timeout(timeout: float | None) -> float | None:
         raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
     if math.isnan(timeout):
         raise ValueError("timeout must be a number of seconds or None, not NaN")
+    if timeout >= threading.TIMEOUT_MAX:
+        return None  # longer than any lock can wait: the same as forever
     return float(timeout)
 
 
