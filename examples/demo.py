@@ -72,7 +72,7 @@ def fan_in_with_deadline() -> None:
                     if selected.index == 1:
                         return
 
-        for name, out, every in zip("abc", sources, (0.05, 0.08, 0.13)):
+        for name, out, every in zip("abc", sources, (0.05, 0.08, 0.13), strict=True):
             group.go(produce, name, out, every)
 
         counts = {"a": 0, "b": 0, "c": 0}

@@ -10,11 +10,14 @@ semaphores, rate limiters and tickers, usable from threads and asyncio alike::
     print(ch.recv())
 """
 
-from __future__ import annotations
-
 from ._channel import Channel
+from ._context import Context, background
 from ._exceptions import Cancelled, ChanflowError, ChannelClosed, DeadlineExceeded, WouldBlock
+from ._group import Group
+from ._rate import RateLimiter
 from ._select import Recv, Selected, Send, aselect, select
+from ._sync import Semaphore, WaitGroup, go
+from ._timer import Ticker, after
 
 __version__ = "0.1.0"
 
@@ -23,11 +26,20 @@ __all__ = [
     "ChanflowError",
     "Channel",
     "ChannelClosed",
+    "Context",
     "DeadlineExceeded",
+    "Group",
+    "RateLimiter",
     "Recv",
     "Selected",
+    "Semaphore",
     "Send",
+    "Ticker",
+    "WaitGroup",
     "WouldBlock",
+    "after",
     "aselect",
+    "background",
+    "go",
     "select",
 ]

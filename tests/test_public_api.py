@@ -1,0 +1,81 @@
+"""The public namespace: exactly __all__, every name documented, hierarchy as drawn."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+import chanflow as cf
+
+EXPECTED = {
+    "Cancelled",
+    "ChanflowError",
+    "Channel",
+    "ChannelClosed",
+    "Context",
+    "DeadlineExceeded",
+    "Group",
+    "RateLimiter",
+    "Recv",
+    "Selected",
+    "Semaphore",
+    "Send",
+    "Ticker",
+    "WaitGroup",
+    "WouldBlock",
+    "after",
+    "aselect",
+    "background",
+    "go",
+    "select",
+}
+
+
+def test_public_names_are_exactly_all() -> None:
+    assert set(cf.__all__) == EXPECTED
+    assert len(cf.__all__) == len(set(cf.__all__))
+    public = {name for name in vars(cf) if not name.startswith("_")}
+    assert public == EXPECTED
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_public_name_and_method_has_a_docstring(name: str) -> None:
+    obj = getattr(cf, name)
+    assert obj.__module__.startswith("chanflow._"), obj.__module__
+    assert inspect.getdoc(obj), f"{name} has no docstring"
+    if inspect.isclass(obj) and not issubclass(obj, BaseException):
+        for attr, member in vars(obj).items():
+            if attr.startswith("_") and attr not in ("__iter__", "__aiter__", "__init__"):
+                continue
+            if callable(member) or isinstance(member, property):
+                assert inspect.getdoc(member), f"{name}.{attr} has no docstring"
+
+
+def test_exception_hierarchy() -> None:
+    for error in (cf.ChannelClosed, cf.WouldBlock, cf.Cancelled, cf.DeadlineExceeded):
+        assert issubclass(error, cf.ChanflowError)
+    assert issubclass(cf.ChanflowError, Exception)
+    assert issubclass(cf.DeadlineExceeded, TimeoutError)
+    assert not issubclass(cf.Cancelled, TimeoutError)
+    assert cf.ChannelClosed().sent == 0
+
+
+def test_importing_chanflow_starts_no_thread_and_needs_no_dependency() -> None:
+    code = (
+        "import sys, threading; import chanflow; "
+        "assert threading.active_count() == 1, threading.enumerate(); "
+        "print(sorted(m.split('.')[0] for m in sys.modules if m.startswith('chanflow')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert "chanflow" in out.stdout
+
+
+def test_channel_is_generic_for_type_checkers() -> None:
+    ch = cf.Channel[int](1)
+    ch.send(1)
+    assert ch.recv() == 1
