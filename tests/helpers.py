@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def run_threads(*targets: Callable[[], object], timeout: float = 20.0) -> None:
@@ -35,3 +36,45 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition never became true"
         time.sleep(0.001)
+
+
+class HookCapture:
+    """Capture what ``threading.excepthook`` reports during a with-block."""
+
+    def __init__(self) -> None:
+        self.reports: list[threading.ExceptHookArgs] = []
+        self.reported = threading.Event()
+
+    @property
+    def errors(self) -> list[BaseException | None]:
+        return [report.exc_value for report in self.reports]
+
+    def hook(self, args: threading.ExceptHookArgs) -> None:
+        self.reports.append(args)
+        self.reported.set()
+
+    def __enter__(self) -> HookCapture:
+        self._old = threading.excepthook
+        threading.excepthook = self.hook
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        threading.excepthook = self._old
+
+
+class ConcurrencyMeter:
+    """Counts how many callers are inside at once, and the most there ever were."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.inside = 0
+        self.most = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.inside -= 1

@@ -21,24 +21,9 @@ from chanflow._channel import Channel
 from chanflow._context import Context, background
 from chanflow._exceptions import Cancelled, ChanflowError, ChannelClosed, DeadlineExceeded
 from chanflow._select import Recv, aselect, select
-from helpers import run_threads, wait_until
+from helpers import HookCapture, run_threads, wait_until
 
 LATE = 0.15
-
-
-class HookCapture:
-    """Replace threading.excepthook for the duration of a with-block."""
-
-    def __init__(self) -> None:
-        self.errors: list[BaseException | None] = []
-
-    def __enter__(self) -> HookCapture:
-        self._old = threading.excepthook
-        threading.excepthook = lambda args: self.errors.append(args.exc_value)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        threading.excepthook = self._old
 
 
 def descendants_registered(context: Context) -> int:

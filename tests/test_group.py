@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from chanflow._context import background
 from chanflow._group import Group
 from chanflow._sync import go
-from helpers import wait_until
-from test_sync import ConcurrencyMeter
+from helpers import ConcurrencyMeter, wait_until
 
 
 class JobError(Exception):

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chanflow._sync import Semaphore, WaitGroup, go
-from helpers import run_threads, wait_until
+from helpers import ConcurrencyMeter, run_threads, wait_until
 
 
 class Boom(Exception):
@@ -44,24 +44,6 @@ async def cancel_while_parked(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not parking._waiters
-
-
-class ConcurrencyMeter:
-    """Counts how many callers are inside at once, and the most there ever were."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.inside = 0
-        self.most = 0
-
-    def enter(self) -> None:
-        with self._lock:
-            self.inside += 1
-            self.most = max(self.most, self.inside)
-
-    def leave(self) -> None:
-        with self._lock:
-            self.inside -= 1
 
 
 # -- go() ----------------------------------------------------------------------------------
@@ -655,3 +637,15 @@ def test_random_acquire_release_cancel_sequences_keep_permits_exact(
         assert not sem._waiters
 
     asyncio.run(main())
+
+
+def test_semaphore_timeout_longer_than_a_lock_can_wait_means_forever() -> None:
+    sem = Semaphore(1)
+    assert sem.acquire()
+    got: list[bool] = []
+    thread = threading.Thread(target=lambda: got.append(sem.acquire(timeout=1e30)))
+    thread.start()
+    wait_until(lambda: len(sem._waiters) == 1)
+    sem.release()
+    thread.join(5)
+    assert got == [True]

@@ -20,7 +20,7 @@ from chanflow._channel import Channel
 from chanflow._exceptions import ChannelClosed, WouldBlock
 from chanflow._select import Recv, aselect, select
 from chanflow._timer import Ticker, after, schedule, schedule_at
-from helpers import run_threads, wait_until
+from helpers import HookCapture, run_threads, wait_until
 
 # Timing tolerances: how late a timer may fire on a busy machine before we call it a bug.
 LATE = 0.15
@@ -28,26 +28,6 @@ LATE = 0.15
 
 def timer_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "chanflow-timer" and t.is_alive()]
-
-
-class HookCapture:
-    """Replace threading.excepthook for the duration of a with-block."""
-
-    def __init__(self) -> None:
-        self.reports: list[threading.ExceptHookArgs] = []
-        self.reported = threading.Event()
-
-    def hook(self, args: threading.ExceptHookArgs) -> None:
-        self.reports.append(args)
-        self.reported.set()
-
-    def __enter__(self) -> HookCapture:
-        self._old = threading.excepthook
-        threading.excepthook = self.hook
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        threading.excepthook = self._old
 
 
 def wait_for_a_waiting_tick(ticker: Ticker) -> None:

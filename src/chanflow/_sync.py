@@ -336,7 +336,8 @@ class Semaphore(_Parking):
         """
         if self._try_take():
             return True
-        outcome = self._take_or_park(ThreadWaiter, check_timeout(timeout))
+        timeout = check_timeout(timeout)
+        outcome = self._take_or_park(ThreadWaiter, timeout)
         if isinstance(outcome, bool):
             return outcome
         return self._block(outcome, timeout)
@@ -349,7 +350,8 @@ class Semaphore(_Parking):
         """
         if self._try_take():
             return True
-        outcome = self._take_or_park(AsyncWaiter, check_timeout(timeout))
+        timeout = check_timeout(timeout)
+        outcome = self._take_or_park(AsyncWaiter, timeout)
         if isinstance(outcome, bool):
             return outcome
         return await self._ablock(outcome, timeout)
