@@ -13,8 +13,9 @@ its channels again to take its stale entries out of the other queues.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
+from random import random as _random
+from random import shuffle as _shuffle
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from ._channel import _EMPTY, Channel, Entry
@@ -77,13 +78,12 @@ def _check_channel(channel: object, kind: str) -> None:
         raise TypeError(f"{kind}() takes a chanflow Channel or None, not {channel!r}")
 
 
-def _check_cases(cases: Sequence[object]) -> None:
-    for position, case in enumerate(cases):
-        if not isinstance(case, (Recv, Send)):
-            raise TypeError(
-                f"select case {position} must be cf.Recv(channel) or cf.Send(channel, item), "
-                f"not {case!r}"
-            )
+def _check_case(position: int, case: object) -> None:
+    if not isinstance(case, (Recv, Send)):
+        raise TypeError(
+            f"select case {position} must be cf.Recv(channel) or cf.Send(channel, item), "
+            f"not {case!r}"
+        )
 
 
 class _Selection:
@@ -92,13 +92,26 @@ class _Selection:
     __slots__ = ("cases", "channels", "entries", "order")
 
     def __init__(self, cases: Sequence[Case]) -> None:
-        _check_cases(cases)
         self.cases = cases
-        self.order = [i for i, case in enumerate(cases) if case.channel is not None]
-        if len(self.order) > 1:
-            random.shuffle(self.order)
-        unique = {id(case.channel): case.channel for case in cases if case.channel is not None}
-        self.channels: list[Channel[Any]] = [unique[key] for key in sorted(unique)]
+        order: list[int] = []
+        channels: list[Channel[Any]] = []
+        for index, case in enumerate(cases):
+            if type(case) is not Recv and type(case) is not Send:
+                _check_case(index, case)
+            channel = case.channel
+            if channel is not None:
+                order.append(index)
+                if channel not in channels:  # identity: channels define no __eq__
+                    channels.append(channel)
+        if len(order) == 2:
+            if _random() < 0.5:
+                order.reverse()
+        elif len(order) > 2:
+            _shuffle(order)
+        if len(channels) > 1:
+            channels.sort(key=id)  # one global lock order: two selects never deadlock
+        self.order = order
+        self.channels = channels
         self.entries: list[tuple[Channel[Any], Entry]] = []
 
     def lock(self) -> None:
@@ -203,7 +216,8 @@ def select(*cases: Case, timeout: float | None = None, default: bool = False) ->
     channel closes while the select waits). A case on a ``None`` channel is never
     ready; ``select()`` with no ready-able case waits for its timeout (forever if none).
 
-    Cost: about 1 us plus 0.3 us per case when a case is ready at once.
+    Cost: about 2 us for two cases when one is ready at once (a plain recv costs
+    0.3 us); a select that waits adds a waiter per case plus the wake-up.
     """
     timeout = check_timeout(timeout)
     selection = _Selection(cases)

@@ -1,0 +1,211 @@
+"""Run chanflow's handoff benchmarks and print the machine, a table and the targets.
+
+Usage::
+
+    .venv/bin/python benchmarks/run.py             # full run, about 2-3 minutes on 2 cores
+    .venv/bin/python benchmarks/run.py --quick     # small counts: a smoke test, seconds
+    .venv/bin/python benchmarks/run.py --rounds 7  # more rounds, steadier medians
+
+See benchmarks/README.md for what each scenario measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+try:
+    import chanflow
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+    import chanflow
+
+from bench_channel import (
+    GoBench,
+    Results,
+    Scenario,
+    build_scenarios,
+    measure_all,
+    median,
+    targets,
+)
+
+QUICK_SCALE = 0.05
+QUICK_ROUNDS = 2
+FULL_ROUNDS = 7
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo, or what platform knows elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_lines(go: GoBench | None) -> list[str]:
+    go_line = "not used (--no-go)"
+    if go is not None:
+        go_line = go.version if go.available else go.note
+    return [
+        f"CPU:      {cpu_model()}",
+        f"cores:    {os.cpu_count()}",
+        f"Python:   {sys.version.split()[0]} ({platform.python_implementation()})",
+        f"OS:       {platform.platform()}",
+        f"chanflow: {chanflow.__version__}, janus {_version('janus')}, "
+        f"culsans {_version('culsans')}",
+        f"Go:       {go_line}",
+        f"date:     {time.strftime('%Y-%m-%d %H:%M')}",
+    ]
+
+
+def _ratio(results: Results, scenario: Scenario, name: str) -> str:
+    if scenario.baseline is None:
+        return "-"
+    baseline = median(results, scenario.baseline)
+    value = median(results, (scenario.key, name))
+    if baseline is None or value is None:
+        return "-"
+    if scenario.baseline == (scenario.key, name):
+        return "1.00x (baseline)"
+    return f"{baseline / value:.2f}x"
+
+
+def table_lines(scenarios: list[Scenario], results: Results) -> list[str]:
+    header = ("scenario", "contestant", "median us/item", "min us/item", "vs baseline")
+    rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
+    for scenario in scenarios:
+        label = f"{scenario.key}. {scenario.title}"
+        for contestant in scenario.contestants:
+            samples = results[(scenario.key, contestant.name)]
+            rows.append(
+                (
+                    label,
+                    contestant.name,
+                    f"{median(results, (scenario.key, contestant.name)):.3f}",
+                    f"{min(samples):.3f}",
+                    _ratio(results, scenario, contestant.name),
+                )
+            )
+            label = ""
+        notes.extend(f"  [{scenario.key}] {note}" for note in scenario.notes)
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        left = [cell.ljust(width) for cell, width in zip(cells[:2], widths[:2], strict=True)]
+        right = [cell.rjust(width) for cell, width in zip(cells[2:], widths[2:], strict=True)]
+        return "  ".join(left + right).rstrip()
+
+    rule = "-" * len(line(header))
+    out = [line(header), rule]
+    for row in rows:
+        if row[0] and out[-1] != rule:
+            out.append("")
+        out.append(line(row))
+    out.append(rule)
+    out.append("vs baseline: baseline median / this median (above 1 = faster than the baseline)")
+    if notes:
+        out.append("notes:")
+        out.extend(notes)
+    return out
+
+
+def target_lines(results: Results) -> list[str]:
+    out = ["TARGETS (from the medians above):"]
+    for target in targets():
+        value = median(results, target.contestant)
+        baseline = median(results, target.baseline)
+        if value is None or baseline is None:
+            out.append(f"  [n/a ] {target.label}: not measured")
+            continue
+        met = value * target.factor <= baseline
+        verdict = "MET " if met else "MISS"
+        paired = _paired_ratios(results[target.baseline], results[target.contestant])
+        out.append(
+            f"  [{verdict}] {target.label}: {baseline / value:.2f}x "
+            f"(same-round ratios {min(paired):.2f}x to {max(paired):.2f}x)"
+        )
+    return out
+
+
+def _paired_ratios(baseline: list[float], contestant: list[float]) -> list[float]:
+    """Ratios of two measurements taken in the same round."""
+    return [b / c for b, c in zip(baseline, contestant, strict=True)]
+
+
+def sample_lines(scenarios: list[Scenario], results: Results) -> list[str]:
+    out = ["samples (us/item, in the order measured):"]
+    for scenario in scenarios:
+        for contestant in scenario.contestants:
+            samples = " ".join(f"{x:.3f}" for x in results[(scenario.key, contestant.name)])
+            out.append(f"  {scenario.key}. {contestant.name}: {samples}")
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="small item counts and 2 rounds (smoke test)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help=f"rounds to run (default {FULL_ROUNDS})"
+    )
+    parser.add_argument("--no-go", action="store_true", help="skip the Go comparison")
+    parser.add_argument(
+        "--samples", action="store_true", help="also print every measurement, not just medians"
+    )
+    args = parser.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, not {args.rounds}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rounds = args.rounds or (QUICK_ROUNDS if args.quick else FULL_ROUNDS)
+    scale = QUICK_SCALE if args.quick else 1.0
+    go = None if args.no_go else GoBench()
+    try:
+        print("\n".join(machine_lines(go)), flush=True)
+        scenarios = build_scenarios(scale, go)
+        mode = "quick" if args.quick else "full"
+        print(f"\n{mode} run, {rounds} interleaved rounds...", flush=True)
+
+        def progress(message: str) -> None:
+            print(f"  {message}", file=sys.stderr, flush=True)
+
+        started = time.perf_counter()
+        results = measure_all(scenarios, rounds, progress)
+        elapsed = time.perf_counter() - started
+    finally:
+        if go is not None:
+            go.close()
+    print(f"measured in {elapsed:.0f} s\n")
+    print("\n".join(table_lines(scenarios, results)))
+    print()
+    print("\n".join(target_lines(results)))
+    if args.samples:
+        print()
+        print("\n".join(sample_lines(scenarios, results)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
