@@ -7,7 +7,9 @@ The hierarchy::
           ├── ChannelClosed       send on a closed channel, recv on a closed and drained one
           ├── WouldBlock          a *_nowait call that would have had to wait
           ├── Cancelled           the error of a cancelled Context
-          └── DeadlineExceeded    the error of a Context whose deadline passed
+          ├── DeadlineExceeded    the error of a Context whose deadline passed
+          │                       (also a built-in TimeoutError)
+          └── JobTimeout          a pool job's attempt ran past its timeout
                                   (also a built-in TimeoutError)
 
 Blocking calls that run out of time raise the built-in ``TimeoutError`` (on every
@@ -23,6 +25,7 @@ __all__ = [
     "ChanflowError",
     "ChannelClosed",
     "DeadlineExceeded",
+    "JobTimeout",
     "WouldBlock",
 ]
 
@@ -55,4 +58,13 @@ class DeadlineExceeded(ChanflowError, TimeoutError):
     """The error of a :class:`~chanflow.Context` whose deadline passed.
 
     It is also a ``TimeoutError``, so code that handles timeouts handles it too.
+    """
+
+
+class JobTimeout(ChanflowError, TimeoutError):
+    """A worker pool job's attempt ran longer than the pool's ``timeout``.
+
+    An async job is cancelled; a thread job cannot be killed, so the pool stops
+    waiting for it and replaces its worker (the thread finishes in the background
+    and its late result is discarded).
     """
