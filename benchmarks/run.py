@@ -1,10 +1,12 @@
-"""Run chanflow's handoff benchmarks and print the machine, a table and the targets.
+"""Run chanflow's benchmarks and print the machine, tables and the targets.
 
-Usage::
+Two sections: ``channel`` (handoffs through channels, bench_channel.py) and
+``pool`` (the worker pool, bench_pool.py). Usage::
 
-    .venv/bin/python benchmarks/run.py             # full run, about 2-3 minutes on 2 cores
-    .venv/bin/python benchmarks/run.py --quick     # small counts: a smoke test, seconds
-    .venv/bin/python benchmarks/run.py --rounds 7  # more rounds, steadier medians
+    .venv/bin/python benchmarks/run.py               # both sections, about 5 minutes on 2 cores
+    .venv/bin/python benchmarks/run.py --only pool   # one section: channel or pool
+    .venv/bin/python benchmarks/run.py --quick       # small counts: a smoke test, seconds
+    .venv/bin/python benchmarks/run.py --rounds 7    # more rounds, steadier medians
 
 See benchmarks/README.md for what each scenario measures.
 """
@@ -34,10 +36,18 @@ from bench_channel import (
     median,
     targets,
 )
+from bench_pool import (
+    build_pool_scenarios,
+    measure_memory,
+    memory_lines,
+    pool_table_lines,
+    pool_target_lines,
+)
 
 QUICK_SCALE = 0.05
 QUICK_ROUNDS = 2
 FULL_ROUNDS = 7
+SECTIONS = ("channel", "pool")
 
 
 def cpu_model() -> str:
@@ -59,20 +69,22 @@ def _version(distribution: str) -> str:
         return "not installed"
 
 
-def machine_lines(go: GoBench | None) -> list[str]:
-    go_line = "not used (--no-go)"
-    if go is not None:
-        go_line = go.version if go.available else go.note
+def machine_lines() -> list[str]:
     return [
         f"CPU:      {cpu_model()}",
         f"cores:    {os.cpu_count()}",
         f"Python:   {sys.version.split()[0]} ({platform.python_implementation()})",
         f"OS:       {platform.platform()}",
         f"chanflow: {chanflow.__version__}, janus {_version('janus')}, "
-        f"culsans {_version('culsans')}",
-        f"Go:       {go_line}",
+        f"culsans {_version('culsans')}, aiometer {_version('aiometer')}",
         f"date:     {time.strftime('%Y-%m-%d %H:%M')}",
     ]
+
+
+def _go_line(go: GoBench | None) -> str:
+    if go is None:
+        return "not used (--no-go)"
+    return go.version if go.available else go.note
 
 
 def _ratio(results: Results, scenario: Scenario, name: str) -> str:
@@ -167,7 +179,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rounds", type=int, default=None, help=f"rounds to run (default {FULL_ROUNDS})"
     )
+    parser.add_argument(
+        "--only", choices=SECTIONS, default=None, help="run one section (default: all)"
+    )
     parser.add_argument("--no-go", action="store_true", help="skip the Go comparison")
+    parser.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the pool's memory scenario (P4, about a minute of subprocesses)",
+    )
     parser.add_argument(
         "--samples", action="store_true", help="also print every measurement, not just medians"
     )
@@ -177,22 +197,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    rounds = args.rounds or (QUICK_ROUNDS if args.quick else FULL_ROUNDS)
-    scale = QUICK_SCALE if args.quick else 1.0
+def _progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def run_channel(args: argparse.Namespace, rounds: int, scale: float, mode: str) -> None:
+    """The channel section: handoffs, with Go when it builds."""
     go = None if args.no_go else GoBench()
     try:
-        print("\n".join(machine_lines(go)), flush=True)
+        print(f"Go:       {_go_line(go)}")
         scenarios = build_scenarios(scale, go)
-        mode = "quick" if args.quick else "full"
-        print(f"\n{mode} run, {rounds} interleaved rounds...", flush=True)
-
-        def progress(message: str) -> None:
-            print(f"  {message}", file=sys.stderr, flush=True)
-
+        print(f"\n== channels: {mode} run, {rounds} interleaved rounds...", flush=True)
         started = time.perf_counter()
-        results = measure_all(scenarios, rounds, progress)
+        results = measure_all(scenarios, rounds, _progress)
         elapsed = time.perf_counter() - started
     finally:
         if go is not None:
@@ -204,6 +221,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples:
         print()
         print("\n".join(sample_lines(scenarios, results)))
+
+
+def run_pool(args: argparse.Namespace, rounds: int, scale: float, mode: str) -> None:
+    """The worker pool section: overhead and I/O in rounds, then memory in subprocesses."""
+    scenarios = build_pool_scenarios(scale)
+    print(f"\n== worker pool: {mode} run, {rounds} interleaved rounds...", flush=True)
+    started = time.perf_counter()
+    results = measure_all(scenarios, rounds, _progress)
+    memory = None if args.no_memory else measure_memory(scale, _progress)
+    elapsed = time.perf_counter() - started
+    print(f"measured in {elapsed:.0f} s\n")
+    print("\n".join(pool_table_lines(scenarios, results)))
+    if memory is not None:
+        print()
+        print("\n".join(memory_lines(memory)))
+    print()
+    print("\n".join(pool_target_lines(scenarios, results, memory)))
+    if args.samples:
+        print()
+        print("\n".join(sample_lines(scenarios, results)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rounds = args.rounds or (QUICK_ROUNDS if args.quick else FULL_ROUNDS)
+    scale = QUICK_SCALE if args.quick else 1.0
+    mode = "quick" if args.quick else "full"
+    print("\n".join(machine_lines()), flush=True)
+    if args.only in (None, "channel"):
+        run_channel(args, rounds, scale, mode)
+    if args.only in (None, "pool"):
+        run_pool(args, rounds, scale, mode)
     return 0
 
 

@@ -11,6 +11,7 @@ import pytest
 import chanflow as cf
 
 EXPECTED = {
+    "Backoff",
     "Cancelled",
     "ChanflowError",
     "Channel",
@@ -18,17 +19,22 @@ EXPECTED = {
     "Context",
     "DeadlineExceeded",
     "Group",
+    "JobTimeout",
+    "PoolStats",
     "RateLimiter",
     "Recv",
+    "Result",
     "Selected",
     "Semaphore",
     "Send",
     "Ticker",
     "WaitGroup",
+    "WorkerPool",
     "WouldBlock",
     "after",
     "aselect",
     "background",
+    "current_context",
     "go",
     "select",
 }
@@ -55,11 +61,18 @@ def test_every_public_name_and_method_has_a_docstring(name: str) -> None:
 
 
 def test_exception_hierarchy() -> None:
-    for error in (cf.ChannelClosed, cf.WouldBlock, cf.Cancelled, cf.DeadlineExceeded):
+    for error in (
+        cf.ChannelClosed,
+        cf.WouldBlock,
+        cf.Cancelled,
+        cf.DeadlineExceeded,
+        cf.JobTimeout,
+    ):
         assert issubclass(error, cf.ChanflowError)
     assert issubclass(cf.ChanflowError, Exception)
     assert issubclass(cf.DeadlineExceeded, TimeoutError)
     assert not issubclass(cf.Cancelled, TimeoutError)
+    assert issubclass(cf.JobTimeout, TimeoutError)
     assert cf.ChannelClosed().sent == 0
 
 

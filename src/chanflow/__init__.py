@@ -1,7 +1,8 @@
 """chanflow: Go's production concurrency patterns for Python.
 
 Channels with close and select, WaitGroup, contexts, errgroup-style groups,
-semaphores, rate limiters and tickers, usable from threads and asyncio alike::
+semaphores, rate limiters and tickers, usable from threads and asyncio alike, and
+a worker pool with backpressure, retries, timeouts, rate limits and dead letters::
 
     import chanflow as cf
 
@@ -10,18 +11,31 @@ semaphores, rate limiters and tickers, usable from threads and asyncio alike::
     print(ch.recv())
 """
 
+from ._backend import current_context
 from ._channel import Channel
 from ._context import Context, background
-from ._exceptions import Cancelled, ChanflowError, ChannelClosed, DeadlineExceeded, WouldBlock
+from ._exceptions import (
+    Cancelled,
+    ChanflowError,
+    ChannelClosed,
+    DeadlineExceeded,
+    JobTimeout,
+    WouldBlock,
+)
 from ._group import Group
+from ._pool import WorkerPool
 from ._rate import RateLimiter
+from ._result import Result
+from ._retry import Backoff
 from ._select import Recv, Selected, Send, aselect, select
+from ._stats import PoolStats
 from ._sync import Semaphore, WaitGroup, go
 from ._timer import Ticker, after
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backoff",
     "Cancelled",
     "ChanflowError",
     "Channel",
@@ -29,17 +43,22 @@ __all__ = [
     "Context",
     "DeadlineExceeded",
     "Group",
+    "JobTimeout",
+    "PoolStats",
     "RateLimiter",
     "Recv",
+    "Result",
     "Selected",
     "Semaphore",
     "Send",
     "Ticker",
     "WaitGroup",
+    "WorkerPool",
     "WouldBlock",
     "after",
     "aselect",
     "background",
+    "current_context",
     "go",
     "select",
 ]

@@ -21,8 +21,12 @@ import math
 import re
 import time
 from threading import Lock
+from typing import TYPE_CHECKING
 
 from ._waiter import check_timeout
+
+if TYPE_CHECKING:
+    from ._context import Context
 
 __all__ = ["RateLimiter"]
 
@@ -190,14 +194,17 @@ class RateLimiter:
         """
         return self._reserve(tokens, 0.0) is not None
 
-    def acquire(self, tokens: int = 1, timeout: float | None = None) -> bool:
+    def acquire(
+        self, tokens: int = 1, timeout: float | None = None, *, context: Context | None = None
+    ) -> bool:
         """Block until ``tokens`` tokens are available, take them and return True.
 
         With a ``timeout``, return False at once, taking nothing, when the tokens will
         not be available within ``timeout`` seconds: the limiter knows the exact
-        instant, so it does not wait in vain (as Go's ``rate.Limiter.Wait``). About 1 us
-        when it does not wait. Raises ValueError if ``tokens`` is not an int between 1
-        and ``burst``.
+        instant, so it does not wait in vain (as Go's ``rate.Limiter.Wait``). With a
+        ``context``, return False as soon as it is cancelled, giving the reservation
+        back. About 1 us when it does not wait. Raises ValueError if ``tokens`` is not
+        an int between 1 and ``burst``.
         """
         reservation = self._reserve(tokens, _max_delay(timeout))
         if reservation is None:
@@ -205,7 +212,11 @@ class RateLimiter:
         ready_at = reservation[0]
         try:
             while (remaining := ready_at - _monotonic()) > 0.0:
-                time.sleep(remaining)
+                if context is None:
+                    time.sleep(remaining)
+                elif context.wait(remaining):
+                    self._give_back(tokens, reservation)
+                    return False
         except BaseException:  # KeyboardInterrupt while sleeping
             self._give_back(tokens, reservation)
             raise

@@ -1,0 +1,252 @@
+"""What every worker pool backend shares: jobs, calls, and the backend seam.
+
+A *call* is one ``map``/``results``/``submit`` invocation: a function, its
+failure-handling settings, and where its results go. A *job* is one input item of a
+call; each time it runs is an *attempt*. The pool (``_pool``) pulls input and hands
+jobs to a *backend* in chunks; the backend runs attempts wherever it runs code
+(threads, an event loop, later processes or a cluster) and reports each outcome back
+to the call. The call alone decides what an outcome means (retry after a backoff,
+or a final Result for the consumer), so every backend gets retries, dead letters,
+statistics and exactly-once delivery for free, and the semantics cannot drift apart.
+
+Why chunks: handing a job to a parked worker costs a thread wake-up (tens of
+microseconds on a small VM), far more than a no-op job. So a call measures how long
+its jobs take and sends as many per chunk as fit in about a millisecond of work;
+slow or I/O-bound jobs go one per chunk, so concurrency is never lost. With a
+``timeout`` or a ``rate`` every chunk holds one job.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextvars import ContextVar
+from time import monotonic
+from typing import Any
+
+from ._context import Context, background
+from ._exceptions import JobTimeout
+from ._rate import RateLimiter
+from ._result import Result
+from ._retry import RetryPolicy
+from ._stats import StatsRecorder
+from ._timer import schedule
+
+__all__ = ["Backend", "Call", "Job", "current_context"]
+
+_current_job: ContextVar[Job | None] = ContextVar("chanflow_current_job", default=None)
+
+# Aim for chunks of about this much work: enough to make a wake-up cheap per job,
+# little enough that the head-of-line delay inside a chunk stays unnoticeable.
+_CHUNK_SECONDS = 0.001
+_MAX_CHUNK = 256
+
+
+def current_context() -> Context:
+    """The Context of the job running in this thread or task, for cooperative jobs.
+
+    Inside a pool job it is cancelled when the job's call or pool is cancelled (early
+    exit, leaving the ``with``) or when the attempt's ``timeout`` passes (then its
+    error is a DeadlineExceeded). Outside a job it is ``background()``. Never
+    blocks; the first call in an attempt costs about 2 us, later ones 0.2 us.
+    """
+    job = _current_job.get()
+    return background() if job is None else job.context()
+
+
+class Job:
+    """One input item of a call, across its attempts."""
+
+    __slots__ = ("_context", "attempts", "call", "deadline", "first_start", "index", "item")
+
+    def __init__(self, call: Call, index: int, item: Any) -> None:
+        self.call = call
+        self.index = index
+        self.item = item
+        self.attempts = 0
+        self.first_start = 0.0
+        self.deadline: float | None = None
+        self._context: Context | None = None
+
+    def context(self) -> Context:
+        context = self._context
+        if context is None:
+            parent = self.call.context
+            if self.deadline is None:
+                context = parent.with_cancel()
+            else:
+                context = parent.with_deadline(self.deadline)
+            self._context = context
+        return context
+
+    def release_context(self) -> None:
+        context = self._context
+        if context is not None:
+            self._context = None
+            context.cancel()
+
+    def __repr__(self) -> str:
+        return f"<Job index={self.index} attempts={self.attempts} item={self.item!r}>"
+
+
+def format_error(error: BaseException) -> str:
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+class Call:
+    """One map/results/submit invocation: its function, its settings, its sink.
+
+    ``deliver`` receives the final Results (a list, from any thread) and must not
+    block. Everything here is safe to call from worker threads, event loops and the
+    timer thread at once.
+    """
+
+    __slots__ = (
+        "_chunk",
+        "_seconds_per_job",
+        "backend",
+        "cancelled",
+        "context",
+        "deliver",
+        "fn",
+        "limiter",
+        "policy",
+        "stats",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        *,
+        backend: Backend,
+        policy: RetryPolicy,
+        timeout: float | None,
+        limiter: RateLimiter | None,
+        stats: StatsRecorder,
+        context: Context,
+        deliver: Callable[[list[Result[Any]]], object],
+    ) -> None:
+        self.fn = fn
+        self.backend = backend
+        self.policy = policy
+        self.timeout = timeout
+        self.limiter = limiter
+        self.stats = stats
+        self.context = context
+        self.deliver = deliver
+        self.cancelled = False
+        self._seconds_per_job: float | None = None
+        self._chunk = 1
+
+    # -- chunking ---------------------------------------------------------------------
+
+    def chunk_size(self) -> int:
+        """How many jobs to hand to one worker at a time (1 until durations are known)."""
+        return self._chunk
+
+    def measured(self, jobs: int, seconds: float) -> None:
+        """A worker ran ``jobs`` attempts in ``seconds``: adapt the chunk size."""
+        if self.timeout is not None or self.limiter is not None or jobs <= 0:
+            return
+        per_job = seconds / jobs
+        average = self._seconds_per_job
+        average = per_job if average is None else 0.7 * average + 0.3 * per_job
+        self._seconds_per_job = average
+        self._chunk = max(1, min(_MAX_CHUNK, int(_CHUNK_SECONDS / max(average, 1e-9))))
+
+    # -- attempts ---------------------------------------------------------------------
+
+    def begin(self, job: Job) -> bool:
+        """Start an attempt of ``job``; False if the call was cancelled (skip the job)."""
+        if self.cancelled:
+            self.stats.cancelled()
+            return False
+        now = monotonic()
+        if job.attempts == 0:
+            job.first_start = now
+        job.attempts += 1
+        if self.timeout is not None:
+            job.deadline = now + self.timeout
+        self.stats.started()
+        return True
+
+    def outcome(self, job: Job, value: Any, error: BaseException | None) -> Result[Any] | None:
+        """An attempt ended: retry it (None) or return its final Result."""
+        self.stats.attempt_ended()
+        job.release_context()
+        if error is not None:
+            if isinstance(error, JobTimeout):
+                self.stats.timed_out()
+            if not self.cancelled and self.policy.should_retry(error, job.attempts):
+                self.stats.retried()
+                self._retry_later(job, self.policy.delay(job.attempts))
+                return None
+        elapsed = monotonic() - job.first_start
+        self.stats.finished(elapsed, error is None)
+        if error is None:
+            return Result(job.item, job.index, value, None, job.attempts, elapsed)
+        return Result(job.item, job.index, None, error, job.attempts, elapsed, format_error(error))
+
+    def _retry_later(self, job: Job, delay: float) -> None:
+        if delay <= 0 or not math.isfinite(delay):
+            self.backend.submit(self, [job])
+        else:
+            schedule(delay, lambda: self._resubmit(job))
+
+    def _resubmit(self, job: Job) -> None:
+        if self.cancelled:
+            self.stats.cancelled()
+            return
+        try:
+            self.backend.submit(self, [job])
+        except RuntimeError:  # the pool closed while the job waited (its call is over)
+            self.stats.cancelled()
+
+    def timed_out(self, job: Job) -> JobTimeout:
+        return JobTimeout(f"job {job.index} attempt {job.attempts} ran over {self.timeout} s")
+
+    def cancel(self) -> None:
+        """Stop starting this call's jobs and cancel the running ones' contexts."""
+        self.cancelled = True
+        self.context.cancel()
+
+
+def set_current_job(job: Job | None) -> Any:
+    return _current_job.set(job)
+
+
+def reset_current_job(token: Any) -> None:
+    _current_job.reset(token)
+
+
+class Backend(ABC):
+    """Where a pool runs its jobs. One instance serves every call of one pool.
+
+    ``submit`` hands a chunk of jobs of ``call`` to the workers and must never block
+    (the pool bounds how many jobs are in flight). For each job the backend calls
+    ``call.begin(job)`` (skipping the job if it returns False), runs
+    ``call.fn(job.item)`` with ``current_context()`` pointing at the job, then hands
+    ``call.outcome(job, value, error)`` results to ``call.deliver``; it reports a
+    timed-out attempt as ``call.timed_out(job)`` and measures run times with
+    ``call.measured``.
+    """
+
+    kind: str = "?"
+    workers: int  # how many jobs run at once, at most
+
+    @abstractmethod
+    def submit(self, call: Call, jobs: list[Job]) -> None:
+        """Queue ``jobs`` to run; never blocks."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the workers after their current jobs and wait for them (blocking)."""
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close` (by default: close() in a thread)."""
+        import asyncio
+
+        await asyncio.to_thread(self.close)

@@ -1,0 +1,202 @@
+"""The asyncio backend: up to ``workers`` worker tasks on one event loop.
+
+Worker tasks start on demand on the backend's loop and await each job inline (no
+task per job, which is what keeps a no-op job around a microsecond or two). A job
+with a ``timeout`` runs in a task of its own so that it can be cancelled when its
+time is up. When the pool is used from synchronous code, the loop is one the pool
+owns, running in a ``chanflow-loop`` thread (``LoopThread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from time import monotonic
+from typing import Any, TypeVar
+
+from ._backend import Backend, Call, Job, reset_current_job, set_current_job
+from ._channel import Channel
+from ._exceptions import ChannelClosed
+from ._result import Result
+
+__all__ = ["AsyncBackend", "LoopThread"]
+
+T = TypeVar("T")
+Chunk = tuple[Call, list[Job]]
+
+
+class AsyncBackend(Backend):
+    """Runs coroutine jobs on ``loop`` with at most ``workers`` worker tasks."""
+
+    kind = "async"
+
+    def __init__(self, workers: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.workers = workers
+        self._loop = loop
+        self._thread_id: int | None = None
+        self._queue: Channel[Chunk] = Channel(math.inf)
+        self._tasks: dict[asyncio.Task[None], Call | None] = {}
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def submit(self, call: Call, jobs: list[Job]) -> None:
+        try:
+            self._queue.send_nowait((call, jobs))
+        except ChannelClosed:
+            raise RuntimeError("the worker pool is closed") from None
+        if len(self._queue) and len(self._tasks) < self.workers:
+            if _on_loop(self._loop):
+                self._grow()
+            else:
+                self._loop.call_soon_threadsafe(self._grow)
+
+    def _grow(self) -> None:
+        if len(self._queue) and len(self._tasks) < self.workers and not self._queue.closed:
+            task = self._loop.create_task(self._work())
+            self._tasks[task] = None
+            task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        if not task.cancelled():
+            task.exception()  # a worker never fails; this only marks it retrieved
+
+    async def _work(self) -> None:
+        queue = self._queue
+        me = asyncio.current_task()
+        assert me is not None
+        while True:
+            try:
+                call, jobs = await queue.arecv()
+            except ChannelClosed:
+                return
+            self._tasks[me] = call
+            await self._run_chunk(call, jobs)
+            self._tasks[me] = None
+
+    async def _run_chunk(self, call: Call, jobs: list[Job]) -> None:
+        results: list[Result[Any]] = []
+        started = monotonic()
+        ran = 0
+        try:
+            for job in jobs:
+                limiter = call.limiter
+                if limiter is not None and not call.cancelled:
+                    await limiter.aacquire()
+                if not call.begin(job):
+                    continue
+                ran += 1
+                if call.timeout is None:
+                    value, error = await _attempt(call, job)
+                else:
+                    value, error = await _attempt_with_timeout(call, job, call.timeout)
+                result = call.outcome(job, value, error)
+                if result is not None:
+                    results.append(result)
+        finally:
+            if results:
+                call.deliver(results)
+        call.measured(ran, monotonic() - started)
+
+    def _stop(self) -> None:
+        self._queue.close()
+        for task, call in list(self._tasks.items()):
+            if call is not None and call.cancelled:
+                task.cancel()  # its job belongs to a call nobody reads any more
+
+    async def aclose(self) -> None:
+        """Stop the workers on this loop: queued jobs of live calls still run."""
+        self._stop()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def close(self) -> None:
+        """Stop the workers from another thread, blocking until they are done.
+
+        Called on the backend's own loop (a sync ``with`` inside async code), it can
+        only tell the workers to stop; they finish on their own.
+        """
+        if self._loop.is_closed():
+            return
+        if _on_loop(self._loop):
+            self._stop()
+            return
+        asyncio.run_coroutine_threadsafe(self.aclose(), self._loop).result()
+
+
+async def _attempt(call: Call, job: Job) -> tuple[Any, BaseException | None]:
+    token = set_current_job(job)
+    try:
+        return await call.fn(job.item), None
+    except asyncio.CancelledError:
+        raise  # the worker itself is being cancelled (the pool is closing)
+    except BaseException as error:
+        return None, error
+    finally:
+        reset_current_job(token)
+
+
+async def _attempt_with_timeout(
+    call: Call, job: Job, timeout: float
+) -> tuple[Any, BaseException | None]:
+    token = set_current_job(job)
+    try:
+        task = asyncio.ensure_future(call.fn(job.item))  # copies the context: sees the job
+    finally:
+        reset_current_job(token)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.wait({task})
+        return None, call.timed_out(job)
+    if task.cancelled():
+        return None, asyncio.CancelledError("the job cancelled itself")
+    error = task.exception()
+    return (None, error) if error is not None else (task.result(), None)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+class LoopThread:
+    """An event loop running forever in a daemon thread named ``chanflow-loop``."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="chanflow-loop", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(ready.set)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self) -> None:
+        """Stop the loop and join its thread (blocking)."""
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join()

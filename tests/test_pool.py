@@ -1,0 +1,1090 @@
+"""Behavioural tests of cf.WorkerPool: one suite for every backend and both consumption styles.
+
+A test marked ``each_backend_and_style`` runs for every backend of pool_helpers.BACKENDS,
+consumed from sync code (``with`` + ``map``/``results``, on this thread) and from async code
+(``async with`` + ``amap``/``aresults``, on an event loop thread of the test's own): so the
+thread backend is also driven from async code, and the async backend from sync code (where
+the pool owns an event loop thread). Job bodies are written once (see pool_helpers) and
+adapted to each backend. Only the public namespace ``chanflow`` is used.
+
+Bounds on "promptly" are generous (PROMPT seconds where the slow path takes 5 s); bounds on
+how much input is taken allow SLACK items beyond ``buffer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import json
+import math
+import os
+import random
+import re
+import threading
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import chanflow as cf
+from helpers import ConcurrencyMeter, wait_until
+from pool_helpers import (
+    BACKENDS,
+    STOP,
+    STYLES,
+    AsyncSession,
+    Backend,
+    Outcome,
+    Pause,
+    Rendezvous,
+    Sleep,
+    Source,
+    Steps,
+    Style,
+    WaitCancelled,
+    WaitEvent,
+)
+
+each_backend_and_style = pytest.mark.parametrize(
+    ("backend", "style"),
+    [
+        pytest.param(backend, style, id=f"{backend}-{style}")
+        for backend in BACKENDS
+        for style in STYLES
+    ],
+)
+each_backend = pytest.mark.parametrize("backend", BACKENDS, ids=str)
+ASYNC_STYLE = next(style for style in STYLES if style.name == "async")
+
+# The contract bounds the items taken from the input and not yet handed to the consumer by
+# ``buffer``: allow a feeder holding one item in hand, and one off-by-one.
+SLACK = 2
+# "Returns promptly": well under the 5 s that the jobs of these tests would otherwise wait.
+PROMPT = 2.0
+
+
+class Boom(Exception):
+    pass
+
+
+class Flaky(Exception):
+    pass
+
+
+class InputBroken(Exception):
+    pass
+
+
+class ConsumerError(Exception):
+    pass
+
+
+def no_backoff(attempt: int) -> float:
+    return 0.0
+
+
+def identity(job: Any) -> Any:
+    return job
+
+
+def fail_odd(job: int) -> int:
+    if job % 2:
+        raise Boom(f"bad {job}")
+    return job
+
+
+def value_of(item: Any) -> Any:
+    return item.value if isinstance(item, cf.Result) else item
+
+
+def assert_no_more_starts(starts: list[Any]) -> None:
+    """Nothing may start any more: give the pool a moment to misbehave, then look."""
+    count = len(starts)
+    time.sleep(0.05)
+    assert len(starts) == count, f"{len(starts) - count} jobs started after the call ended"
+
+
+# -- ordering and results -------------------------------------------------------------------
+
+
+def every_fourth_is_slow(finished: list[int]) -> Any:
+    def body(job: int) -> Steps:
+        # Job 0, 4, 8... sleep longest, so the three after each finish before it.
+        yield Sleep(0.02 if job % 4 == 0 else 0.001)
+        finished.append(job)
+        return job * 10
+
+    return body
+
+
+@each_backend_and_style
+def test_map_yields_input_order_though_later_jobs_finish_first(
+    backend: Backend, style: Style
+) -> None:
+    finished: list[int] = []
+    outcome = style.run(backend, "map", every_fourth_is_slow(finished), range(24))
+    assert outcome.error is None
+    assert outcome.items == [job * 10 for job in range(24)]
+    assert finished != sorted(finished), "no job finished out of order: the test proved nothing"
+
+
+@each_backend_and_style
+@pytest.mark.parametrize("method", ["map", "results"])
+def test_ordered_true_yields_input_order(backend: Backend, style: Style, method: str) -> None:
+    finished: list[int] = []
+    outcome = style.run(backend, method, every_fourth_is_slow(finished), range(24), ordered=True)
+    assert outcome.error is None
+    assert [value_of(item) for item in outcome.items] == [job * 10 for job in range(24)]
+    if method == "results":
+        assert [result.index for result in outcome.items] == list(range(24))
+    assert finished != sorted(finished)
+
+
+@each_backend_and_style
+@pytest.mark.parametrize(
+    ("method", "call_kwargs"),
+    [("results", {}), ("results", {"ordered": False}), ("map", {"ordered": False})],
+    ids=["results-default", "results-unordered", "map-unordered"],
+)
+def test_unordered_yields_completion_order(
+    backend: Backend, style: Style, method: str, call_kwargs: dict[str, Any]
+) -> None:
+    # Job 0 finishes only once the consumer has received the three others: in completion
+    # order that is possible; in input order job 0 would wait 3 s and report -1.
+    released = threading.Event()
+    seen: list[int] = []
+
+    def body(job: int) -> Steps:
+        if job == 0:
+            released_in_time = yield WaitEvent(released, 3.0)
+            return 0 if released_in_time else -1
+        return job
+
+    def on_item(item: Any) -> None:
+        seen.append(value_of(item))
+        if len(seen) == 3:
+            released.set()
+
+    outcome = style.run(backend, method, body, range(4), on_item=on_item, **call_kwargs)
+    assert outcome.error is None
+    assert sorted(seen[:3]) == [1, 2, 3]
+    assert seen[3:] == [0]
+
+
+@each_backend_and_style
+def test_result_fields(backend: Backend, style: Style) -> None:
+    def body(job: str) -> Steps:
+        yield Sleep(0.01)
+        if job == "bad":
+            raise Boom("bad job")
+        return job.upper()
+
+    outcome = style.run(backend, "results", body, ["good", "bad"])
+    assert outcome.error is None
+    good, bad = sorted(outcome.items, key=lambda result: result.index)
+    assert isinstance(good, cf.Result)
+    assert (good.job, good.index, good.value, good.error) == ("good", 0, "GOOD", None)
+    assert good.ok
+    assert good.attempts == 1
+    assert 0.009 <= good.elapsed < 1.0
+    assert good.unwrap() == "GOOD"
+    assert good.traceback is None
+
+    assert isinstance(bad, cf.Result)
+    assert (bad.job, bad.index, bad.value) == ("bad", 1, None)
+    assert not bad.ok
+    assert isinstance(bad.error, Boom)
+    assert str(bad.error) == "bad job"
+    assert bad.attempts == 1
+    assert 0.009 <= bad.elapsed < 1.0
+    with pytest.raises(Boom, match="bad job"):
+        bad.unwrap()
+    assert isinstance(bad.traceback, str)
+    assert "Boom: bad job" in bad.traceback
+
+
+# -- backpressure ---------------------------------------------------------------------------
+
+
+@each_backend_and_style
+@pytest.mark.parametrize("method", ["map", "results"])
+def test_a_paused_consumer_stops_the_input(backend: Backend, style: Style, method: str) -> None:
+    source = Source.endless()
+    pulled_while_paused: list[int] = []
+
+    def on_item(item: Any) -> object:
+        if not pulled_while_paused:
+            return Pause(0.3, then=lambda: pulled_while_paused.append(source.pulled))
+        return STOP
+
+    outcome = style.run(
+        backend, method, identity, source, pool={"workers": 2, "buffer": 4}, on_item=on_item
+    )
+    assert outcome.error is None
+    # One item handed over, at most `buffer` more taken.
+    assert 1 <= pulled_while_paused[0] <= 1 + 4 + SLACK, pulled_while_paused
+    assert source.closed
+
+
+@each_backend_and_style
+@settings(max_examples=5, deadline=None)
+@given(
+    workers=st.integers(1, 4),
+    buffer=st.integers(1, 8),
+    ordered=st.booleans(),
+    pause_at=st.integers(0, 10),
+)
+def test_the_in_flight_bound_holds_for_any_buffer(
+    backend: Backend, style: Style, workers: int, buffer: int, ordered: bool, pause_at: int
+) -> None:
+    source = Source.endless()
+    handed: list[Any] = []
+
+    def on_item(item: Any) -> object:
+        handed.append(item)
+        bound = len(handed) + buffer + SLACK
+        assert source.pulled <= bound, f"{source.pulled} items taken, {len(handed)} handed over"
+        if len(handed) == pause_at + 1:
+            return Pause(0.03)
+        return STOP if len(handed) == 20 else None
+
+    outcome = style.run(
+        backend,
+        "results",
+        identity,
+        source,
+        pool={"workers": workers, "buffer": buffer},
+        on_item=on_item,
+        ordered=ordered,
+    )
+    assert outcome.error is None
+    assert len(handed) == 20
+
+
+@each_backend_and_style
+def test_one_slow_job_in_ordered_mode_keeps_the_in_flight_bound(
+    backend: Backend, style: Style
+) -> None:
+    source = Source(range(200))
+    pulled_while_head_ran: list[int] = []
+
+    def body(job: int) -> Steps:
+        if job == 0:
+            yield Sleep(0.3)
+            pulled_while_head_ran.append(source.pulled)
+        return job
+
+    outcome = style.run(backend, "map", body, source, pool={"workers": 2, "buffer": 4})
+    assert outcome.error is None
+    assert outcome.items == list(range(200))
+    assert pulled_while_head_ran[0] <= 4 + SLACK
+
+
+@each_backend_and_style
+@pytest.mark.parametrize("method", ["map", "results"])
+def test_an_endless_input_with_break_returns_promptly(
+    backend: Backend, style: Style, method: str
+) -> None:
+    source = Source.endless()
+    taken = itertools.count(1)
+    with style.session(backend) as session:
+        outcome = session.consume(
+            method, identity, source, on_item=lambda item: STOP if next(taken) == 100 else None
+        )
+        assert outcome.error is None
+        assert outcome.seconds < PROMPT
+        assert len(outcome.items) == 100
+        wait_until(lambda: source.closed, PROMPT)
+        assert source.pulled <= 100 + 2 * session.pool_kwargs["workers"] + SLACK
+    assert session.exit_seconds < PROMPT
+
+
+# -- failures -------------------------------------------------------------------------------
+
+
+@each_backend_and_style
+def test_map_raises_the_first_failure_in_input_order_and_cancels_the_rest(
+    backend: Backend, style: Style
+) -> None:
+    source = Source(range(500))
+    starts: list[int] = []
+
+    def body(job: int) -> Steps:
+        starts.append(job)
+        if job == 6:
+            raise Boom(6)  # fails first in time...
+        yield Sleep(0.03 if job == 3 else 0.002)
+        if job == 3:
+            raise Boom(3)  # ...but this one comes first in input order
+        return job
+
+    with style.session(backend, buffer=8) as session:
+        outcome = session.consume("map", body, source)
+        assert isinstance(outcome.error, Boom)
+        assert outcome.error.args == (3,)
+        assert outcome.items == [0, 1, 2]
+        wait_until(lambda: source.closed, PROMPT)
+        assert len(starts) <= 4 + 8 + SLACK
+        assert_no_more_starts(starts)
+        # The pool is still usable after a call failed.
+        assert session.consume("map", identity, range(5)).items == [0, 1, 2, 3, 4]
+
+
+@each_backend_and_style
+def test_map_with_dead_letters_skips_failed_jobs(backend: Backend, style: Style) -> None:
+    letters: list[cf.Result[Any]] = []
+    outcome = style.run(backend, "map", fail_odd, range(20), dead_letters=letters.append)
+    assert outcome.error is None
+    assert outcome.items == list(range(0, 20, 2))
+    assert sorted(letter.index for letter in letters) == list(range(1, 20, 2))
+    assert all(isinstance(letter, cf.Result) and not letter.ok for letter in letters)
+
+
+@each_backend_and_style
+def test_results_never_raise_for_a_job(backend: Backend, style: Style) -> None:
+    def body(job: int) -> int:
+        raise Boom(job)
+
+    outcome = style.run(backend, "results", body, range(20))
+    assert outcome.error is None
+    assert sorted(result.index for result in outcome.items) == list(range(20))
+    for result in outcome.items:
+        assert not result.ok
+        assert isinstance(result.error, Boom)
+        assert result.error.args == (result.job,)
+
+
+@each_backend_and_style
+@pytest.mark.parametrize("method", ["map", "results"])
+def test_an_input_error_reaches_the_consumer_as_is(
+    backend: Backend, style: Style, method: str
+) -> None:
+    broken = InputBroken("the input broke")
+    outcome = style.run(backend, method, identity, Source(range(5), error=broken))
+    assert outcome.error is broken
+    values = sorted(value_of(item) for item in outcome.items)
+    assert values == list(range(len(values)))
+    assert len(values) <= 5
+
+
+# -- async iterable input -------------------------------------------------------------------
+
+
+@each_backend
+@pytest.mark.parametrize("method", ["map", "results"])
+def test_async_iterable_input(backend: Backend, method: str) -> None:
+    broken = InputBroken("the async input broke")
+    with ASYNC_STYLE.session(backend) as session:
+        whole = session.consume(method, identity, Source(range(30)), async_input=True)
+        assert whole.error is None
+        assert sorted(value_of(item) for item in whole.items) == list(range(30))
+        failing = Source(range(3), error=broken)
+        cut = session.consume(method, identity, failing, async_input=True)
+        assert cut.error is broken
+
+
+@each_backend
+def test_break_closes_an_async_input(backend: Backend) -> None:
+    source = Source.endless()
+    with ASYNC_STYLE.session(backend) as session:
+        outcome = session.consume(
+            "map", identity, source, async_input=True, on_item=lambda v: STOP if v == 9 else None
+        )
+        assert outcome.items == list(range(10))
+        wait_until(lambda: source.closed, PROMPT)
+        assert source.pulled <= 10 + 2 * session.pool_kwargs["workers"] + SLACK
+
+
+# -- early exit -----------------------------------------------------------------------------
+
+
+@each_backend_and_style
+@pytest.mark.parametrize("how", ["break", "consumer_error", "leave_with"])
+def test_early_exit_cancels_closes_and_returns_promptly(
+    backend: Backend, style: Style, how: str
+) -> None:
+    source = Source(range(1000))
+    starts: list[int] = []
+    ends: list[int] = []
+    contexts: list[cf.Context] = []
+
+    def body(job: int) -> Steps:
+        starts.append(job)
+        try:
+            if job >= 5:
+                contexts.append(cf.current_context())
+                yield WaitCancelled(5.0)  # cooperative: stops once the pool cancels it
+            return job
+        finally:
+            ends.append(job)
+
+    def on_item(value: int) -> object:
+        if value < 4:
+            return None
+        if how == "break":
+            return STOP
+        raise consumer_error
+
+    consumer_error = ConsumerError("the consumer gave up")
+    closed_on_exit: list[bool] = []
+    start = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        raised = None
+        if how == "consumer_error":
+            raised = stack.enter_context(pytest.raises(ConsumerError))
+        with style.session(backend, buffer=8) as session:
+            session.after_exit = lambda: closed_on_exit.append(source.closed)
+            if how == "leave_with":
+                take = session.iterate("map", body, source)
+                assert [take() for _ in range(5)] == [0, 1, 2, 3, 4]
+            else:
+                session.consume("map", body, source, on_item=on_item)
+                if how == "break":
+                    # A break alone (the pool is not left yet) ends the call.
+                    wait_until(lambda: source.closed, PROMPT)
+                    wait_until(lambda: sorted(ends) == sorted(starts), PROMPT)
+    if raised is not None:
+        assert raised.value is consumer_error
+    assert time.monotonic() - start < PROMPT
+    assert session.exit_seconds < PROMPT
+    assert closed_on_exit == [True], "the input was not closed when the pool was left"
+    wait_until(lambda: sorted(ends) == sorted(starts), PROMPT)
+    assert all(context.cancelled for context in contexts)
+    assert len(starts) <= 5 + 8 + SLACK
+    assert_no_more_starts(starts)
+
+
+# -- retries --------------------------------------------------------------------------------
+
+
+class FlakyJobs:
+    """Job ``j`` fails its first ``plan[j]`` attempts, then returns ``j``."""
+
+    def __init__(self, plan: list[int]) -> None:
+        self.plan = plan
+        self.attempts = [0] * len(plan)
+
+    def body(self, job: int) -> int:
+        # Attempts of one job never overlap, so this needs no lock.
+        self.attempts[job] += 1
+        if self.attempts[job] <= self.plan[job]:
+            raise Flaky(job, self.attempts[job])
+        return job
+
+    def failing(self, retries: int) -> set[int]:
+        return {job for job, failures in enumerate(self.plan) if failures > retries}
+
+    def retried(self, retries: int) -> int:
+        return sum(min(failures, retries) for failures in self.plan)
+
+    @staticmethod
+    def plan_for(jobs: int, seed: int) -> list[int]:
+        rng = random.Random(seed)
+        return [rng.choice((0, 0, 0, 0, 0, 1, 1, 2, 3)) for _ in range(jobs)]
+
+
+@each_backend_and_style
+@settings(max_examples=6, deadline=None)
+@given(plan=st.lists(st.integers(0, 4), min_size=1, max_size=12), retries=st.integers(0, 3))
+def test_a_job_failing_k_times_succeeds_after_k_retries(
+    backend: Backend, style: Style, plan: list[int], retries: int
+) -> None:
+    jobs = FlakyJobs(plan)
+    with style.session(backend, retries=retries, backoff=no_backoff) as session:
+        outcome = session.consume("results", jobs.body, range(len(plan)))
+        stats = session.stats()
+    assert outcome.error is None
+    by_index = {result.index: result for result in outcome.items}
+    assert sorted(by_index) == list(range(len(plan)))
+    for job, failures in enumerate(plan):
+        result = by_index[job]
+        if failures <= retries:
+            assert (result.ok, result.value, result.attempts) == (True, job, failures + 1)
+        else:
+            assert not result.ok
+            assert result.attempts == retries + 1
+            assert isinstance(result.error, Flaky)
+            assert result.error.args == (job, retries + 1), "not the last attempt's error"
+    assert stats.retried == jobs.retried(retries)
+    assert stats.failed == len(jobs.failing(retries))
+
+
+@each_backend_and_style
+def test_retry_on_decides_which_errors_are_retried(backend: Backend, style: Style) -> None:
+    attempts: Counter[str] = Counter()
+    errors = {"key": KeyError, "value": ValueError, "type": TypeError}
+
+    def fails_once(job: str) -> str:
+        attempts[job] += 1
+        if attempts[job] == 1:
+            raise errors[job.split("-")[0]](job)
+        return job
+
+    def by_job(outcome: Outcome) -> dict[str, tuple[bool, int]]:
+        return {result.job: (result.ok, result.attempts) for result in outcome.items}
+
+    with style.session(backend, retries=2, backoff=no_backoff, retry_on=KeyError) as session:
+        pool_setting = session.consume("results", fails_once, ["key-1", "value-1"])
+        per_call = session.consume(
+            "results", fails_once, ["key-2", "value-2", "type-2"], retry_on=(KeyError, ValueError)
+        )
+    assert by_job(pool_setting) == {"key-1": (True, 2), "value-1": (False, 1)}
+    assert by_job(per_call) == {"key-2": (True, 2), "value-2": (True, 2), "type-2": (False, 1)}
+
+
+@each_backend_and_style
+def test_retries_can_be_overridden_per_call(backend: Backend, style: Style) -> None:
+    jobs = FlakyJobs([1, 1, 3])
+    with style.session(backend, retries=1, backoff=no_backoff) as session:
+        refused = session.consume("results", jobs.body, [0], retries=0)
+        pool_setting = session.consume("results", jobs.body, [1])
+        more = session.consume("results", jobs.body, [2], retries=3)
+    [refused_result], [pool_result], [more_result] = refused.items, pool_setting.items, more.items
+    assert (refused_result.ok, refused_result.attempts) == (False, 1)
+    assert (pool_result.ok, pool_result.attempts) == (True, 2)
+    assert (more_result.ok, more_result.attempts) == (True, 4)
+
+
+@each_backend_and_style
+def test_a_callable_backoff_sets_the_delay_between_attempts(backend: Backend, style: Style) -> None:
+    asked: list[int] = []
+    starts: list[float] = []
+
+    def backoff(attempt: int) -> float:
+        asked.append(attempt)
+        return 0.03
+
+    def body(job: str) -> str:
+        starts.append(time.monotonic())
+        if len(starts) <= 2:
+            raise Flaky(len(starts))
+        return job
+
+    outcome = style.run(backend, "results", body, ["once"], pool={"retries": 2, "backoff": backoff})
+    [result] = outcome.items
+    assert (result.ok, result.value, result.attempts) == (True, "once", 3)
+    # Asked once per retry, with consecutive attempt numbers (0- or 1-based).
+    assert len(asked) == 2
+    assert asked[0] in (0, 1)
+    assert asked[1] == asked[0] + 1
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert all(gap >= 0.03 - 0.002 for gap in gaps), gaps
+    assert result.elapsed >= 0.06 - 0.004
+
+
+@each_backend_and_style
+def test_a_backoff_object_keeps_its_delays_under_its_cap(backend: Backend, style: Style) -> None:
+    assert isinstance(cf.Backoff(), cf.Backoff)
+    starts: list[float] = []
+
+    def body(job: str) -> str:
+        starts.append(time.monotonic())
+        if len(starts) <= 3:
+            raise Flaky(len(starts))
+        return job
+
+    # Uncapped, base 0.5 s would give delays up to 0.5, 1 and 2 s.
+    backoff = cf.Backoff(base=0.5, cap=0.02)
+    outcome = style.run(backend, "results", body, ["job"], pool={"retries": 3, "backoff": backoff})
+    [result] = outcome.items
+    assert (result.ok, result.attempts) == (True, 4)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert all(gap <= 0.02 + 0.25 for gap in gaps), gaps
+
+
+# -- timeouts -------------------------------------------------------------------------------
+
+
+@each_backend_and_style
+def test_timed_out_jobs_report_job_timeout_and_capacity_holds(
+    backend: Backend, style: Style
+) -> None:
+    release = threading.Event()
+    stuck_ends: list[str] = []
+    stuck_errors: list[type[BaseException]] = []
+
+    def stuck(job: str) -> Steps:
+        try:
+            yield WaitEvent(release, 5.0)
+            return job
+        except BaseException as error:
+            stuck_errors.append(type(error))
+            raise
+        finally:
+            stuck_ends.append(job)
+
+    meter = ConcurrencyMeter()
+    rendezvous = Rendezvous(4)
+
+    def flowing(job: int) -> Steps:
+        meter.enter()
+        try:
+            if job < 4:
+                return (yield rendezvous.arrive())  # all 4 workers at once, or False after 3 s
+            yield Sleep(0.005)
+            return True
+        finally:
+            meter.leave()
+
+    try:
+        with style.session(backend, workers=4) as session:
+            timed_out = session.consume("results", stuck, ["a", "b"], timeout=0.05)
+            assert timed_out.error is None
+            assert timed_out.seconds < 1.0, "JobTimeout came late"
+            assert len(timed_out.items) == 2
+            for result in timed_out.items:
+                assert isinstance(result.error, cf.JobTimeout)
+                assert isinstance(result.error, TimeoutError)
+                assert result.attempts == 1
+            if backend.cancels_timed_out_jobs:
+                wait_until(lambda: len(stuck_ends) == 2, PROMPT)
+                assert stuck_errors == [asyncio.CancelledError] * 2
+            else:
+                assert stuck_ends == [], "the stuck jobs should still hold their threads"
+            flow = session.consume("map", flowing, range(20))
+            assert flow.error is None
+            assert flow.items == [True] * 20, "fewer than 4 workers ran at once"
+            assert meter.most == 4
+            assert session.stats().timed_out == 2
+    finally:
+        release.set()
+    assert session.exit_seconds < PROMPT
+    wait_until(lambda: len(stuck_ends) == 2, PROMPT)
+
+
+@each_backend_and_style
+def test_current_context_is_cancelled_when_the_attempt_times_out(
+    backend: Backend, style: Style
+) -> None:
+    assert cf.current_context() is cf.background()
+    contexts: list[cf.Context] = []
+    ran_for: list[float] = []
+
+    def cooperative(job: int) -> Steps:
+        contexts.append(cf.current_context())
+        start = time.monotonic()
+        try:
+            return (yield WaitCancelled(5.0))
+        finally:
+            ran_for.append(time.monotonic() - start)
+
+    outcome = style.run(backend, "results", cooperative, [0], timeout=0.05)
+    [result] = outcome.items
+    assert isinstance(result.error, cf.JobTimeout)
+    assert contexts[0] is not cf.background()
+    wait_until(lambda: contexts[0].cancelled, PROMPT)
+    wait_until(lambda: len(ran_for) == 1, PROMPT)
+    assert ran_for[0] < PROMPT
+
+
+# -- rate limits ----------------------------------------------------------------------------
+
+
+@each_backend_and_style
+def test_a_rate_limits_job_starts_across_all_workers(backend: Backend, style: Style) -> None:
+    starts: list[float] = []
+
+    def body(job: int) -> int:
+        starts.append(time.monotonic())
+        return job
+
+    outcome = style.run(backend, "map", body, range(40), pool={"workers": 8, "rate": "50/s"})
+    assert outcome.items == list(range(40))
+    span = max(starts) - min(starts)
+    # 39 intervals of 20 ms after the first start (a little less after an initial burst).
+    assert 0.55 <= span <= 1.5, span
+
+
+@each_backend_and_style
+@pytest.mark.parametrize("kind", ["number", "limiter"])
+def test_a_per_call_rate_as_a_number_or_a_limiter(
+    backend: Backend, style: Style, kind: str
+) -> None:
+    starts: list[float] = []
+
+    def body(job: int) -> int:
+        starts.append(time.monotonic())
+        return job
+
+    rate = 100 if kind == "number" else cf.RateLimiter(100)
+    outcome = style.run(backend, "map", body, range(20), pool={"workers": 8}, rate=rate)
+    assert outcome.items == list(range(20))
+    span = max(starts) - min(starts)
+    assert 0.15 <= span <= 1.0, span
+
+
+# -- dead letters ---------------------------------------------------------------------------
+
+
+def drain(channel: cf.Channel[Any]) -> list[Any]:
+    items = []
+    while True:
+        try:
+            items.append(channel.recv_nowait())
+        except (cf.WouldBlock, cf.ChannelClosed):
+            return items
+
+
+@each_backend_and_style
+def test_dead_letters_into_a_channel(backend: Backend, style: Style) -> None:
+    channel: cf.Channel[cf.Result[Any]] = cf.Channel(100)
+    outcome = style.run(
+        backend,
+        "map",
+        fail_odd,
+        range(10),
+        pool={"dead_letters": channel, "retries": 1, "backoff": no_backoff},
+    )
+    assert outcome.error is None
+    assert outcome.items == [0, 2, 4, 6, 8]
+    letters = drain(channel)
+    assert sorted(letter.index for letter in letters) == [1, 3, 5, 7, 9]
+    for letter in letters:
+        assert isinstance(letter, cf.Result)
+        assert not letter.ok
+        assert isinstance(letter.error, Boom)
+        assert letter.attempts == 2
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def check_letter_line(line: dict[str, Any], jobs: list[str]) -> None:
+    keys = {"job", "index", "error_type", "message", "traceback", "attempts", "elapsed"}
+    assert keys | {"timestamp"} <= set(line), line
+    index = line["index"]
+    assert line["job"] == repr(jobs[index])
+    assert line["error_type"].endswith("Boom")
+    assert line["message"] == f"bad {index}"
+    assert f"Boom: bad {index}" in line["traceback"]
+    assert line["attempts"] == 2
+    assert isinstance(line["elapsed"], (int, float))
+    assert 0 <= line["elapsed"] < 10
+    timestamp = line["timestamp"]
+    if isinstance(timestamp, str):
+        timestamp = datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    assert abs(timestamp - time.time()) < 60, line["timestamp"]
+
+
+@each_backend_and_style
+def test_dead_letters_into_a_json_lines_file(
+    backend: Backend, style: Style, tmp_path: Path
+) -> None:
+    jobs = [f"job-{index}" for index in range(10)]
+
+    def body(job: str) -> str:
+        index = int(job.split("-")[1])
+        if index % 3 == 0:
+            raise Boom(f"bad {index}")
+        return job
+
+    pool_file, call_file = tmp_path / "pool.jsonl", tmp_path / "call.jsonl"
+    settings_ = {"dead_letters": pool_file, "retries": 1, "backoff": no_backoff}
+    with style.session(backend, **settings_) as session:
+        first = session.consume("map", body, jobs)
+        second = session.consume("map", body, jobs[:5], dead_letters=os.fspath(call_file))
+    kept = [job for index, job in enumerate(jobs) if index % 3]
+    assert first.items == kept
+    assert second.items == kept[:3]
+    pool_lines, call_lines = read_jsonl(pool_file), read_jsonl(call_file)
+    assert sorted(line["index"] for line in pool_lines) == [0, 3, 6, 9]
+    assert sorted(line["index"] for line in call_lines) == [0, 3]
+    for line in pool_lines + call_lines:
+        check_letter_line(line, jobs)
+
+
+# -- exactly once ---------------------------------------------------------------------------
+
+
+@each_backend_and_style
+def test_exactly_once_results_under_10000_jobs_with_random_failures(
+    backend: Backend, style: Style
+) -> None:
+    jobs = FlakyJobs(FlakyJobs.plan_for(10_000, seed=3))
+    with style.session(backend, retries=2, backoff=no_backoff) as session:
+        outcome = session.consume("results", jobs.body, range(10_000))
+        stats = session.stats()
+    assert outcome.error is None
+    assert Counter(result.index for result in outcome.items) == Counter(range(10_000))
+    assert {result.index for result in outcome.items if not result.ok} == jobs.failing(2)
+    for result in outcome.items:
+        assert result.job == result.index
+        assert result.attempts == min(jobs.plan[result.index] + 1, 3)
+        assert result.value == (result.index if result.ok else None)
+    failed = len(jobs.failing(2))
+    assert (stats.submitted, stats.completed, stats.failed) == (10_000, 10_000 - failed, failed)
+    assert stats.retried == jobs.retried(2)
+    assert stats.in_flight == 0
+
+
+@each_backend_and_style
+def test_exactly_once_map_with_dead_letters_under_10000_jobs(
+    backend: Backend, style: Style
+) -> None:
+    jobs = FlakyJobs(FlakyJobs.plan_for(10_000, seed=4))
+    letters: list[cf.Result[Any]] = []
+    outcome = style.run(
+        backend,
+        "map",
+        jobs.body,
+        range(10_000),
+        pool={"retries": 2, "backoff": no_backoff, "dead_letters": letters.append},
+    )
+    assert outcome.error is None
+    failing = jobs.failing(2)
+    assert outcome.items == [job for job in range(10_000) if job not in failing]
+    assert Counter(letter.index for letter in letters) == Counter(failing)
+
+
+@each_backend_and_style
+@settings(max_examples=8, deadline=None)
+@given(
+    plan=st.lists(st.integers(0, 3), max_size=40),
+    delays=st.lists(st.integers(0, 3), min_size=40, max_size=40),
+    workers=st.integers(1, 4),
+    buffer=st.integers(1, 6),
+    retries=st.integers(0, 2),
+    method=st.sampled_from(["map", "results"]),
+    ordered=st.booleans(),
+)
+def test_exactly_once_for_any_failure_pattern(
+    backend: Backend,
+    style: Style,
+    plan: list[int],
+    delays: list[int],
+    workers: int,
+    buffer: int,
+    retries: int,
+    method: str,
+    ordered: bool,
+) -> None:
+    jobs = FlakyJobs(plan)
+
+    def body(job: int) -> Steps:
+        yield Sleep(delays[job] / 1000)
+        return jobs.body(job)
+
+    letters: list[cf.Result[Any]] = []
+    call = {"dead_letters": letters.append} if method == "map" else {}
+    pool = {"workers": workers, "buffer": buffer, "retries": retries, "backoff": no_backoff}
+    outcome = style.run(backend, method, body, range(len(plan)), pool=pool, ordered=ordered, **call)
+    assert outcome.error is None
+    if method == "map":
+        delivered = [*outcome.items, *(letter.index for letter in letters)]
+    else:
+        delivered = [result.index for result in outcome.items]
+    assert Counter(delivered) == Counter(range(len(plan)))
+    failed = (
+        {letter.index for letter in letters}
+        if method == "map"
+        else {result.index for result in outcome.items if not result.ok}
+    )
+    assert failed == jobs.failing(retries)
+
+
+# -- submit and stats -----------------------------------------------------------------------
+
+
+@each_backend_and_style
+def test_submit_returns_a_concurrent_future(backend: Backend, style: Style) -> None:
+    def body(a: int, b: int, *, scale: int) -> Steps:
+        yield Sleep(0.001)
+        if scale == 0:
+            raise Boom("zero scale")
+        return (a + b) * scale
+
+    with style.session(backend) as session:
+        good = session.submit(body, 2, 3, scale=10)
+        bad = session.submit(body, 2, 3, scale=0)
+        assert isinstance(good, concurrent.futures.Future)
+        assert good.result(timeout=5) == 50
+        assert isinstance(bad.exception(timeout=5), Boom)
+        with pytest.raises(Boom, match="zero scale"):
+            bad.result(timeout=5)
+
+
+@each_backend_and_style
+def test_stats_add_up_after_a_run(backend: Backend, style: Style) -> None:
+    release = threading.Event()
+    attempts: Counter[int] = Counter()
+    stuck_ends: list[int] = []
+
+    def body(job: int) -> Steps:
+        attempts[job] += 1
+        if job < 3:
+            raise Boom(job)  # fails both attempts
+        if job == 3 and attempts[job] == 1:
+            raise Flaky(job)  # fails once, then succeeds
+        if job == 4:
+            try:
+                yield WaitEvent(release, 5.0)  # times out both attempts
+            finally:
+                stuck_ends.append(job)
+        return job
+
+    try:
+        with style.session(backend, retries=1, backoff=no_backoff, timeout=0.3) as session:
+            before = session.stats()
+            assert isinstance(before, cf.PoolStats)
+            assert (before.submitted, before.completed, before.failed) == (0, 0, 0)
+            assert before.latency_p50 is None
+            outcome = session.consume("results", body, range(12))
+            release.set()
+            wait_until(lambda: len(stuck_ends) == 2, PROMPT)
+            wait_until(lambda: session.stats().running == 0, PROMPT)
+            stats = session.stats()
+    finally:
+        release.set()
+    assert outcome.error is None
+    assert len(outcome.items) == 12
+    assert stats.submitted == 12
+    assert (stats.completed, stats.failed) == (8, 4)
+    assert stats.submitted == stats.completed + stats.failed
+    assert stats.retried == 5  # jobs 0, 1, 2, 3 and 4 once each
+    assert stats.timed_out == 2
+    assert stats.in_flight == 0
+    assert stats.elapsed > 0
+    assert math.isclose(stats.throughput, 12 / stats.elapsed, rel_tol=1e-6)
+    assert stats.latency_p50 is not None
+    assert stats.latency_p90 is not None
+    assert stats.latency_p99 is not None
+    assert 0 <= stats.latency_p50 <= stats.latency_p90 <= stats.latency_p99
+    with pytest.raises(AttributeError):
+        stats.completed = 0
+
+
+# -- workers, threads and event loops -------------------------------------------------------
+
+
+@each_backend_and_style
+def test_workers_bound_concurrency_and_all_are_used(backend: Backend, style: Style) -> None:
+    meter = ConcurrencyMeter()
+    rendezvous = Rendezvous(4)
+
+    def body(job: int) -> Steps:
+        meter.enter()
+        try:
+            if job < 4:
+                return (yield rendezvous.arrive())
+            yield Sleep(0.002)
+            return True
+        finally:
+            meter.leave()
+
+    outcome = style.run(backend, "map", body, range(40), pool={"workers": 4})
+    assert outcome.items == [True] * 40
+    assert meter.most == 4
+
+
+@each_backend
+def test_default_workers(backend: Backend) -> None:
+    workers = min(32, (os.cpu_count() or 1) + 4) if backend.name == "thread" else 100
+    meter = ConcurrencyMeter()
+    rendezvous = Rendezvous(workers)
+
+    def body(job: int) -> Steps:
+        meter.enter()
+        try:
+            if job < workers:
+                return (yield rendezvous.arrive())
+            yield Sleep(0.002)
+            return True
+        finally:
+            meter.leave()
+
+    with cf.WorkerPool(backend=backend.name) as pool:
+        assert list(pool.map(backend.job(body), range(2 * workers))) == [True] * (2 * workers)
+    assert meter.most == workers
+
+
+@each_backend_and_style
+def test_where_jobs_run(backend: Backend, style: Style) -> None:
+    names: list[str] = []
+
+    def body(job: int) -> int:
+        names.append(threading.current_thread().name)
+        return job
+
+    style.run(backend, "map", body, range(8))
+    if backend.name == "async" and style.name == "async":
+        assert set(names) == {"test-consumer-loop"}, "async jobs should run on the caller's loop"
+    else:
+        assert all(name.startswith("chanflow-") for name in names), names
+
+
+@each_backend
+def test_consuming_from_async_code_never_blocks_the_loop(backend: Backend) -> None:
+    def body(job: int) -> Steps:
+        yield Sleep(0.1)
+        return job
+
+    with ASYNC_STYLE.session(backend, workers=4) as session:
+        outcome = session.consume("map", body, range(8))
+    assert outcome.items == list(range(8))
+    assert isinstance(session, AsyncSession)
+    assert session.max_stall < 0.08, session.max_stall
+
+
+def test_auto_backend_picks_by_the_kind_of_function() -> None:
+    def where(job: int) -> str:
+        return threading.current_thread().name
+
+    async def where_async(job: int) -> str:
+        await asyncio.sleep(0)
+        return threading.current_thread().name
+
+    with cf.WorkerPool(workers=2) as pool:
+        assert all(name.startswith("chanflow-") for name in pool.map(where, range(4)))
+        assert all(name.startswith("chanflow-") for name in pool.map(where_async, range(4)))
+
+    async def main() -> None:
+        here = threading.current_thread().name
+        async with cf.WorkerPool(workers=2, backend="auto") as pool:
+            assert [name async for name in pool.amap(where_async, range(4))] == [here] * 4
+            on_threads = [name async for name in pool.amap(where, range(4))]
+            assert all(name.startswith("chanflow-") for name in on_threads)
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    asyncio.run(main())
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("workers", 0),
+        ("workers", -1),
+        ("workers", 2.5),
+        ("backend", "fibres"),
+        ("buffer", 0),
+        ("retries", -1),
+        ("timeout", -1.0),
+        ("rate", "fast"),
+        ("retry_on", "ValueError"),
+        ("backoff", "slow"),
+        ("dead_letters", 42),
+    ],
+)
+def test_bad_settings_are_refused_with_a_clear_error(name: str, value: object) -> None:
+    with pytest.raises((TypeError, ValueError), match=f"{name}|{re.escape(repr(value))}"):
+        cf.WorkerPool(**{name: value})
+
+
+def test_a_bad_per_call_override_is_refused() -> None:
+    with cf.WorkerPool(workers=2) as pool, pytest.raises(ValueError, match="retries"):
+        list(pool.map(identity, range(3), retries=-1))
+
+
+def test_progress_bar_does_not_change_the_results() -> None:
+    with cf.WorkerPool(workers=2, progress=True) as pool:
+        assert list(pool.map(identity, range(50))) == list(range(50))
