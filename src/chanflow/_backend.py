@@ -34,13 +34,23 @@ from ._retry import RetryPolicy
 from ._stats import StatsRecorder
 from ._timer import schedule
 
-__all__ = ["Backend", "Call", "Job", "current_context"]
+__all__ = ["Backend", "Call", "Job", "JobSlot", "current_context", "enter_slot", "leave_slot"]
 
-_current_job: ContextVar[Job | None] = ContextVar("chanflow_current_job", default=None)
+
+class JobSlot:
+    """Which job a worker is running: set once per chunk, updated per job (cheaper)."""
+
+    __slots__ = ("job",)
+
+    def __init__(self) -> None:
+        self.job: Job | None = None
+
+
+_current_slot: ContextVar[JobSlot | None] = ContextVar("chanflow_current_job", default=None)
 
 # Aim for chunks of about this much work: enough to make a wake-up cheap per job,
 # little enough that the head-of-line delay inside a chunk stays unnoticeable.
-_CHUNK_SECONDS = 0.001
+_CHUNK_SECONDS = 0.0002
 _MAX_CHUNK = 256
 
 
@@ -52,7 +62,8 @@ def current_context() -> Context:
     error is a DeadlineExceeded). Outside a job it is ``background()``. Never
     blocks; the first call in an attempt costs about 2 us, later ones 0.2 us.
     """
-    job = _current_job.get()
+    slot = _current_slot.get()
+    job = None if slot is None else slot.job
     return background() if job is None else job.context()
 
 
@@ -170,29 +181,40 @@ class Call:
         job.attempts += 1
         if self.timeout is not None:
             job.deadline = now + self.timeout
-        self.stats.started()
         return True
 
-    def outcome(self, job: Job, value: Any, error: BaseException | None) -> Result[Any] | None:
-        """An attempt ended: retry it (None) or return its final Result."""
-        self.stats.attempt_ended()
+    def succeeded(self, job: Job, value: Any) -> Result[Any]:
+        """The attempt returned ``value``: the job's final Result."""
+        if job._context is not None:
+            job.release_context()
+        return Result(job.item, job.index, value, None, job.attempts, monotonic() - job.first_start)
+
+    def failed(self, job: Job, error: BaseException) -> Result[Any] | None:
+        """The attempt raised ``error``: schedule a retry (None) or return the final Result."""
         job.release_context()
-        if error is not None:
-            if isinstance(error, JobTimeout):
-                self.stats.timed_out()
-            if not self.cancelled and self.policy.should_retry(error, job.attempts):
-                self.stats.retried()
-                self._retry_later(job, self.policy.delay(job.attempts))
-                return None
+        if isinstance(error, JobTimeout):
+            self.stats.timed_out()
+        if not self.cancelled and self.policy.should_retry(error, job.attempts):
+            self.stats.retried()
+            self._retry_later(job, self.policy.delay(job.attempts))
+            return None
         elapsed = monotonic() - job.first_start
-        self.stats.finished(elapsed, error is None)
-        if error is None:
-            return Result(job.item, job.index, value, None, job.attempts, elapsed)
         return Result(job.item, job.index, None, error, job.attempts, elapsed, format_error(error))
+
+    def chunk_started(self) -> None:
+        """A worker starts running a chunk of this call (counted as one running attempt)."""
+        self.stats.chunk_started()
+
+    def chunk_ended(self, results: list[Result[Any]], ran: int, seconds: float) -> None:
+        """A worker is done with a chunk: count it, adapt the chunk size, deliver results."""
+        self.stats.chunk_ended(results)
+        self.measured(ran, seconds)
+        if results:
+            self.deliver(results)
 
     def _retry_later(self, job: Job, delay: float) -> None:
         if delay <= 0 or not math.isfinite(delay):
-            self.backend.submit(self, [job])
+            self._resubmit(job)
         else:
             schedule(delay, lambda: self._resubmit(job))
 
@@ -214,24 +236,26 @@ class Call:
         self.context.cancel()
 
 
-def set_current_job(job: Job | None) -> Any:
-    return _current_job.set(job)
+def enter_slot(slot: JobSlot) -> Any:
+    """Make ``slot`` the current job holder of this thread or task; returns a token."""
+    return _current_slot.set(slot)
 
 
-def reset_current_job(token: Any) -> None:
-    _current_job.reset(token)
+def leave_slot(token: Any) -> None:
+    _current_slot.reset(token)
 
 
 class Backend(ABC):
     """Where a pool runs its jobs. One instance serves every call of one pool.
 
     ``submit`` hands a chunk of jobs of ``call`` to the workers and must never block
-    (the pool bounds how many jobs are in flight). For each job the backend calls
-    ``call.begin(job)`` (skipping the job if it returns False), runs
-    ``call.fn(job.item)`` with ``current_context()`` pointing at the job, then hands
-    ``call.outcome(job, value, error)`` results to ``call.deliver``; it reports a
-    timed-out attempt as ``call.timed_out(job)`` and measures run times with
-    ``call.measured``.
+    (the pool bounds how many jobs are in flight). A worker running a chunk calls
+    ``call.chunk_started()``, then for each job ``call.begin(job)`` (skipping the job
+    if it returns False) and ``call.fn(job.item)`` with ``current_context()``
+    pointing at the job (``enter_slot``), collecting ``call.succeeded(job, value)``
+    or ``call.failed(job, error)`` (None when a retry was scheduled); a timed-out
+    attempt fails with ``call.timed_out(job)``. It ends with
+    ``call.chunk_ended(results, ran, seconds)``, which also delivers the results.
     """
 
     kind: str = "?"

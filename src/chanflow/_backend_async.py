@@ -17,9 +17,9 @@ from concurrent.futures import Future
 from time import monotonic
 from typing import Any, TypeVar
 
-from ._backend import Backend, Call, Job, reset_current_job, set_current_job
+from ._backend import Backend, Call, Job, JobSlot, enter_slot, leave_slot
 from ._channel import Channel
-from ._exceptions import ChannelClosed
+from ._exceptions import Cancelled, ChannelClosed
 from ._result import Result
 
 __all__ = ["AsyncBackend", "LoopThread"]
@@ -83,25 +83,39 @@ class AsyncBackend(Backend):
         results: list[Result[Any]] = []
         started = monotonic()
         ran = 0
+        fn, limiter, timeout = call.fn, call.limiter, call.timeout
+        slot = JobSlot()
+        token = enter_slot(slot)
+        call.chunk_started()
         try:
             for job in jobs:
-                limiter = call.limiter
                 if limiter is not None and not call.cancelled:
                     await limiter.aacquire()
                 if not call.begin(job):
                     continue
                 ran += 1
-                if call.timeout is None:
-                    value, error = await _attempt(call, job)
+                slot.job = job
+                try:
+                    if timeout is None:
+                        value = await fn(job.item)
+                    else:
+                        value = await _attempt_with_timeout(call, job, timeout)
+                except asyncio.CancelledError as error:
+                    if _worker_cancelled():
+                        call.stats.cancelled()  # the pool is closing: this job will not end
+                        raise
+                    result = call.failed(job, error)  # the job's own await was cancelled
+                    if result is not None:
+                        results.append(result)
+                except BaseException as error:
+                    result = call.failed(job, error)
+                    if result is not None:
+                        results.append(result)
                 else:
-                    value, error = await _attempt_with_timeout(call, job, call.timeout)
-                result = call.outcome(job, value, error)
-                if result is not None:
-                    results.append(result)
+                    results.append(call.succeeded(job, value))
         finally:
-            if results:
-                call.deliver(results)
-        call.measured(ran, monotonic() - started)
+            leave_slot(token)
+            call.chunk_ended(results, ran, monotonic() - started)
 
     def _stop(self) -> None:
         self._queue.close()
@@ -129,26 +143,13 @@ class AsyncBackend(Backend):
         asyncio.run_coroutine_threadsafe(self.aclose(), self._loop).result()
 
 
-async def _attempt(call: Call, job: Job) -> tuple[Any, BaseException | None]:
-    token = set_current_job(job)
-    try:
-        return await call.fn(job.item), None
-    except asyncio.CancelledError:
-        raise  # the worker itself is being cancelled (the pool is closing)
-    except BaseException as error:
-        return None, error
-    finally:
-        reset_current_job(token)
+async def _attempt_with_timeout(call: Call, job: Job, timeout: float) -> Any:
+    """Run one attempt as a task of its own, cancelled when ``timeout`` passes.
 
-
-async def _attempt_with_timeout(
-    call: Call, job: Job, timeout: float
-) -> tuple[Any, BaseException | None]:
-    token = set_current_job(job)
-    try:
-        task = asyncio.ensure_future(call.fn(job.item))  # copies the context: sees the job
-    finally:
-        reset_current_job(token)
+    Raises the job's error, or ``call.timed_out(job)`` once the cancelled job has
+    actually stopped (so nothing of it runs on after its JobTimeout is reported).
+    """
+    task = asyncio.ensure_future(call.fn(job.item))  # copies the context: sees the job
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except asyncio.CancelledError:
@@ -157,11 +158,17 @@ async def _attempt_with_timeout(
     if not done:
         task.cancel()
         await asyncio.wait({task})
-        return None, call.timed_out(job)
+        raise call.timed_out(job)
     if task.cancelled():
-        return None, asyncio.CancelledError("the job cancelled itself")
-    error = task.exception()
-    return (None, error) if error is not None else (task.result(), None)
+        raise Cancelled(f"job {job.index} was cancelled by something other than the pool")
+    return task.result()
+
+
+def _worker_cancelled() -> bool:
+    """True if the running task itself is being cancelled (not just an await inside it)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0  # before 3.11 we cannot tell: assume so
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

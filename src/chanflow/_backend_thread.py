@@ -16,7 +16,7 @@ import threading
 from time import monotonic
 from typing import Any
 
-from ._backend import Backend, Call, Job, reset_current_job, set_current_job
+from ._backend import Backend, Call, Job, JobSlot, enter_slot, leave_slot
 from ._channel import Channel
 from ._exceptions import ChannelClosed
 from ._result import Result
@@ -80,48 +80,70 @@ class ThreadBackend(Backend):
         results: list[Result[Any]] = []
         started = monotonic()
         ran = 0
+        fn, limiter, timeout = call.fn, call.limiter, call.timeout
+        slot = JobSlot()
+        token = enter_slot(slot)
+        call.chunk_started()
         try:
             for job in jobs:
-                limiter = call.limiter
                 if limiter is not None and not call.cancelled:
                     limiter.acquire(context=call.context)
                 if not call.begin(job):
                     continue
                 ran += 1
-                if call.timeout is not None:
-                    if not self._attempt_with_timeout(call, job, call.timeout, results):
-                        return False
+                slot.job = job
+                if timeout is not None:
+                    if not self._attempt_with_timeout(call, job, timeout, results):
+                        return False  # the timer thread ended this chunk for us
                     continue
-                result = call.outcome(job, *_attempt(call, job))
-                if result is not None:
-                    results.append(result)
+                try:
+                    value = fn(job.item)
+                except BaseException as error:  # a job's failure, whatever it is, is its Result
+                    result = call.failed(job, error)
+                    if result is not None:
+                        results.append(result)
+                else:
+                    results.append(call.succeeded(job, value))
         finally:
-            if results:
-                call.deliver(results)
-        call.measured(ran, monotonic() - started)
+            leave_slot(token)
+        call.chunk_ended(results, ran, monotonic() - started)
         return True
 
     def _attempt_with_timeout(
         self, call: Call, job: Job, timeout: float, results: list[Result[Any]]
     ) -> bool:
-        settled = threading.Lock()  # whoever takes it first decides the attempt's outcome
+        """Run one attempt under a timer; False if the timer won and this thread is abandoned.
+
+        Whoever takes ``settled`` first decides the attempt's outcome. When the timer
+        does, it also ends the chunk (with the results gathered so far, which this
+        thread no longer touches) and starts a replacement worker.
+        """
+        settled = threading.Lock()
         worker = threading.current_thread()
+        started = monotonic()
 
         def expire() -> None:
             if settled.acquire(False):
                 self._abandon(worker)
-                result = call.outcome(job, None, call.timed_out(job))
-                if result is not None:
-                    call.deliver([result])
+                result = call.failed(job, call.timed_out(job))
+                ended = results if result is None else [*results, result]
+                call.chunk_ended(ended, 1, monotonic() - started)
 
         handle = schedule(timeout, expire)
-        value, error = _attempt(call, job)
+        try:
+            value = call.fn(job.item)
+        except BaseException as error:
+            if not settled.acquire(False):
+                return False
+            handle.cancel()
+            result = call.failed(job, error)
+            if result is not None:
+                results.append(result)
+            return True
         if not settled.acquire(False):
-            return False  # the timeout already reported this attempt
+            return False
         handle.cancel()
-        result = call.outcome(job, value, error)
-        if result is not None:
-            results.append(result)
+        results.append(call.succeeded(job, value))
         return True
 
     def _abandon(self, thread: threading.Thread) -> None:
@@ -145,13 +167,3 @@ class ThreadBackend(Backend):
         deadline = monotonic() + ABANDONED_JOIN_SECONDS
         for thread in list(self._abandoned):
             thread.join(max(0.0, deadline - monotonic()))
-
-
-def _attempt(call: Call, job: Job) -> tuple[Any, BaseException | None]:
-    token = set_current_job(job)
-    try:
-        return call.fn(job.item), None
-    except BaseException as error:  # a job's failure, whatever it is, becomes its Result
-        return None, error
-    finally:
-        reset_current_job(token)

@@ -222,6 +222,7 @@ class _Run(Generic[T]):
         self.exhausted = False
         self.input_error: Exception | None = None
         self.waits = 0
+        self.refill_below = self.buffer
         self._next_out = 0
         self._pending: dict[int, Result[Any]] = {}
         self.ready: deque[Result[Any]] = deque()
@@ -246,27 +247,27 @@ class _Run(Generic[T]):
         if self.exhausted:
             return 0
         room = self.buffer - (self.taken - self.handed)
-        if room <= 0:
-            return 0
-        if room < self._chunk() and self.taken > self.returned:
+        if room <= 0 or (room < self._chunk() and self.taken > self.returned):
             return 0
         return room
 
     def _chunk(self) -> int:
-        return min(self.call.chunk_size(), max(1, self.buffer // 2))
+        return min(self.call.chunk_size(), self.buffer)
 
     def accept(self, items: list[Any]) -> None:
         """Hand freshly taken items to the backend, in chunks."""
-        if not items:
-            return
-        call, start = self.call, self.taken
-        self.taken += len(items)
-        self.stats.submitted(len(items))
-        jobs = [Job(call, start + offset, item) for offset, item in enumerate(items)]
-        size = self._chunk()
-        submit = call.backend.submit
-        for begin in range(0, len(jobs), size):
-            submit(call, jobs[begin : begin + size])
+        if items:
+            call, start = self.call, self.taken
+            self.taken += len(items)
+            self.stats.submitted(len(items))
+            jobs = [Job(call, start + offset, item) for offset, item in enumerate(items)]
+            size = self._chunk()
+            submit = call.backend.submit
+            for begin in range(0, len(jobs), size):
+                submit(call, jobs[begin : begin + size])
+        # Below this many jobs held, a whole chunk fits again: the consumer's hot loop
+        # compares against it instead of calling want() per item.
+        self.refill_below = max(0, self.buffer - self._chunk()) if not self.exhausted else -1
 
     def input_failed(self, error: Exception) -> None:
         """The input raised: take no more, and raise it once the jobs taken are out."""
@@ -279,8 +280,11 @@ class _Run(Generic[T]):
         for results in batches:
             self.returned += len(results)
             if not self.ordered:
-                for result in results:
-                    self._release(result)
+                if self.sink is None:
+                    self.ready.extend(results)
+                else:
+                    for result in results:
+                        self._release(result)
                 continue
             pending = self._pending
             for result in results:
@@ -294,16 +298,6 @@ class _Run(Generic[T]):
             self.dead.append(result)
         else:
             self.ready.append(result)
-
-    def take_ready(self) -> Any:
-        """The next item for the consumer: a value (map) or a Result; raises map failures."""
-        result = self.ready.popleft()
-        self.handed += 1
-        if not self.values:
-            return result
-        if result.error is not None:
-            raise result.error
-        return result.value
 
     def take_dead(self) -> Result[Any]:
         self.handed += 1
@@ -575,15 +569,22 @@ class WorkerPool:
 
     def _drive(self, run: _Run[Any], iterator: Iterator[Any], jobs: object) -> Iterator[Any]:
         run.start_progress()
+        ready, values = run.ready, run.values
         try:
             while True:
-                while run.ready or run.dead:
-                    while run.dead:
-                        cast(DeadLetterSink, run.sink).put(run.take_dead())
-                    if run.ready:
-                        yield run.take_ready()
-                    if want := run.want():
-                        run.accept(_pull(run, iterator, want))
+                while run.dead:
+                    cast(DeadLetterSink, run.sink).put(run.take_dead())
+                while ready:
+                    result = ready.popleft()
+                    run.handed += 1
+                    if not values:
+                        yield result
+                    elif result.error is None:
+                        yield result.value
+                    else:
+                        raise result.error
+                    if run.taken - run.handed <= run.refill_below:
+                        run.accept(_pull(run, iterator, run.want()))
                 if want := run.want():
                     run.accept(_pull(run, iterator, want))
                 if run.finished():
@@ -671,15 +672,22 @@ class WorkerPool:
         self, run: _Run[Any], source: Iterator[Any] | AsyncIterator[Any], jobs: object
     ) -> AsyncIterator[Any]:
         run.start_progress()
+        ready, values = run.ready, run.values
         try:
             while True:
-                while run.ready or run.dead:
-                    while run.dead:
-                        await cast(DeadLetterSink, run.sink).aput(run.take_dead())
-                    if run.ready:
-                        yield run.take_ready()
-                    if want := run.want():
-                        run.accept(await _apull(run, source, want))
+                while run.dead:
+                    await cast(DeadLetterSink, run.sink).aput(run.take_dead())
+                while ready:
+                    result = ready.popleft()
+                    run.handed += 1
+                    if not values:
+                        yield result
+                    elif result.error is None:
+                        yield result.value
+                    else:
+                        raise result.error
+                    if run.taken - run.handed <= run.refill_below:
+                        run.accept(await _apull(run, source, run.want()))
                 if want := run.want():
                     run.accept(await _apull(run, source, want))
                 if run.finished():

@@ -6,6 +6,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from threading import Lock
+from typing import Any
+
+from ._result import Result
 
 __all__ = ["PoolStats", "StatsRecorder", "StatsTee"]
 
@@ -142,6 +145,26 @@ class StatsRecorder:
         with self._lock:
             self._timed_out += 1
 
+    def chunk_started(self) -> None:
+        """A worker began a chunk of attempts (it runs them one at a time: one running)."""
+        with self._lock:
+            self._running += 1
+
+    def chunk_ended(self, results: list[Result[Any]]) -> None:
+        """A worker finished a chunk; ``results`` are the jobs in it that ended for good.
+
+        One lock round-trip for the whole chunk, which is what keeps the counting
+        cost per job far below a microsecond.
+        """
+        with self._lock:
+            self._running -= 1
+            if not results:
+                return
+            failed = sum(1 for result in results if result.error is not None)
+            self._failed += failed
+            self._completed += len(results) - failed
+            self._latencies.extend([result.elapsed for result in results])
+
     def cancelled(self, n: int = 1) -> None:
         """Count ``n`` jobs dropped without running because their call was cancelled."""
         with self._lock:
@@ -215,6 +238,14 @@ class StatsTee(StatsRecorder):
     def timed_out(self) -> None:
         super().timed_out()
         self._also.timed_out()
+
+    def chunk_started(self) -> None:
+        super().chunk_started()
+        self._also.chunk_started()
+
+    def chunk_ended(self, results: list[Result[Any]]) -> None:
+        super().chunk_ended(results)
+        self._also.chunk_ended(results)
 
     def cancelled(self, n: int = 1) -> None:
         super().cancelled(n)
