@@ -307,6 +307,16 @@ _CHILD = """
 import itertools, resource, sys
 kind, n, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def peak_kib():
+    # On Linux, VmHWM is this process image's own high-water mark. ru_maxrss is not:
+    # it keeps the peak of the parent's forked copy from before exec, which would
+    # hide any growth below the size of the (large) benchmark parent.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss // 1024 if sys.platform == "darwin" else rss  # bytes on macOS, KiB on Linux
 def noop(job):

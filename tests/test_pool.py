@@ -1088,3 +1088,152 @@ def test_a_bad_per_call_override_is_refused() -> None:
 def test_progress_bar_does_not_change_the_results() -> None:
     with cf.WorkerPool(workers=2, progress=True) as pool:
         assert list(pool.map(identity, range(50))) == list(range(50))
+
+
+# -- submit, closing and misuse -------------------------------------------------------------
+
+
+def test_leaving_the_with_normally_waits_for_submitted_jobs() -> None:
+    with cf.WorkerPool(workers=2) as pool:
+        futures = [pool.submit(time.sleep, 0.05) for _ in range(4)]
+    assert all(future.done() and not future.cancelled() for future in futures)
+
+
+def test_leaving_the_with_on_an_exception_cancels_submitted_jobs() -> None:
+    started = threading.Event()
+    contexts: list[cf.Context] = []
+
+    def cooperative() -> bool:
+        contexts.append(cf.current_context())
+        started.set()
+        return cf.current_context().wait(5.0)
+
+    futures: list[concurrent.futures.Future[bool]] = []
+
+    def leave_on_an_error() -> None:
+        with cf.WorkerPool(workers=1) as pool:
+            futures.extend([pool.submit(cooperative), pool.submit(cooperative)])
+            assert started.wait(5.0)
+            raise ConsumerError("leave early")
+
+    start = time.monotonic()
+    with pytest.raises(ConsumerError):
+        leave_on_an_error()
+    assert time.monotonic() - start < PROMPT
+    running, queued = futures
+    assert running.cancelled() and queued.cancelled()
+    assert len(contexts) == 1 and contexts[0].cancelled, "the queued job should never start"
+
+
+def test_cancelling_a_future_cancels_its_job_context() -> None:
+    started = threading.Event()
+    contexts: list[cf.Context] = []
+
+    def cooperative() -> bool:
+        contexts.append(cf.current_context())
+        started.set()
+        return cf.current_context().wait(5.0)
+
+    with cf.WorkerPool(workers=1) as pool:
+        future = pool.submit(cooperative)
+        assert started.wait(5.0)
+        assert future.cancel()
+        wait_until(lambda: contexts[0].cancelled, PROMPT)
+
+
+def test_an_async_function_submitted_from_sync_code_runs_on_the_pool_loop() -> None:
+    async def where(delay: float) -> str:
+        await asyncio.sleep(delay)
+        return threading.current_thread().name
+
+    with cf.WorkerPool(workers=2) as pool:
+        assert pool.submit(where, 0.01).result(timeout=5) == "chanflow-loop"
+
+
+def test_cancelled_jobs_are_counted_and_leave_in_flight() -> None:
+    with cf.WorkerPool(workers=2, buffer=10) as pool:
+        for value in pool.map(time.sleep, [0.01] * 100):
+            assert value is None
+            break
+        wait_until(lambda: pool.stats().running == 0, PROMPT)
+        stats = pool.stats()
+    assert stats.submitted <= 10 + SLACK
+    assert stats.completed + stats.failed + stats.cancelled == stats.submitted
+    assert stats.in_flight == 0
+
+
+async def coroutine_identity(job: Any) -> Any:
+    return job
+
+
+@pytest.mark.parametrize(
+    ("backend", "fn", "message"),
+    [
+        ("thread", coroutine_identity, "runs plain functions"),
+        ("async", identity, "runs coroutine functions"),
+    ],
+)
+def test_a_function_of_the_wrong_kind_is_refused_at_once(
+    backend: str, fn: Any, message: str
+) -> None:
+    with cf.WorkerPool(workers=2, backend=backend) as pool, pytest.raises(TypeError, match=message):
+        pool.map(fn, range(3))
+
+
+def test_misuse_gets_a_clear_error() -> None:
+    async def numbers() -> Any:
+        yield 1
+
+    with cf.WorkerPool(workers=2) as pool:
+        with pytest.raises(TypeError, match="amap"):
+            pool.map(identity, numbers())
+        with pytest.raises(TypeError, match="iterable"):
+            pool.results(identity, 42)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="callable"):
+            pool.map(42, range(3))  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            pool.map(identity, range(3), workers=3)  # type: ignore[call-arg]
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.map(identity, range(3))
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.submit(identity, 1)
+
+
+def test_a_pool_used_without_with_is_closed_by_close() -> None:
+    pool = cf.WorkerPool(workers=2)
+    iterator = pool.map(identity, itertools.count())
+    assert next(iterator) == 0
+    pool.close()
+    pool.close()  # idempotent
+    with pytest.raises(StopIteration):
+        next(iterator)
+
+
+def test_an_async_job_cancelled_from_inside_fails_alone() -> None:
+    async def body(job: int) -> int:
+        if job == 3:
+            raise asyncio.CancelledError("the job's own await was cancelled")
+        await asyncio.sleep(0)
+        return job
+
+    async def main() -> list[cf.Result[int]]:
+        async with cf.WorkerPool(workers=2) as pool:
+            return [result async for result in pool.aresults(body, range(10), ordered=True)]
+
+    results = asyncio.run(main())
+    assert [result.index for result in results] == list(range(10))
+    assert [result.ok for result in results] == [job != 3 for job in range(10)]
+
+
+def test_progress_on_a_rich_progress_object() -> None:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(file=open(os.devnull, "w"), force_terminal=True)  # noqa: SIM115
+    try:
+        with Progress(console=console) as progress, cf.WorkerPool(workers=2) as pool:
+            assert list(pool.map(identity, range(30), progress=progress)) == list(range(30))
+            [task] = progress.tasks
+            assert task.completed == 30
+    finally:
+        console.file.close()

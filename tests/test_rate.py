@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import chanflow as cf
 from chanflow import _rate
 from chanflow._rate import RateLimiter
 
@@ -481,3 +482,28 @@ def test_with_blocks_until_a_token_is_due() -> None:
         with limiter:
             pass
     assert time.monotonic() - started >= 0.095  # two waits of 0.05 s
+
+
+def test_acquire_returns_false_when_its_context_is_cancelled() -> None:
+    limiter = RateLimiter(1)  # one token a second
+    assert limiter.acquire()
+    context = cf.background().with_cancel()
+    timer = threading.Timer(0.02, context.cancel)
+    start = time.monotonic()
+    timer.start()
+    try:
+        assert limiter.acquire(context=context) is False
+    finally:
+        timer.cancel()
+    assert time.monotonic() - start < 0.9, "it should stop at the cancel, not at its slot"
+    # Its slot was given back: the next token is the one 1 s after the first, which
+    # fits in 1.5 s (had the slot been kept, the next would be 2 s away).
+    assert limiter.acquire(timeout=1.5)
+
+
+def test_acquire_with_a_live_context_waits_for_its_token() -> None:
+    limiter = RateLimiter(50)
+    assert limiter.acquire()
+    start = time.monotonic()
+    assert limiter.acquire(context=cf.background().with_cancel())
+    assert 0.015 <= time.monotonic() - start < 1.0

@@ -43,6 +43,7 @@ class ThreadBackend(Backend):
         self._lock = threading.Lock()
         self._workers: set[threading.Thread] = set()
         self._abandoned: set[threading.Thread] = set()
+        self._starting = 0  # workers started but not yet running
 
     def submit(self, call: Call, jobs: list[Job]) -> None:
         try:
@@ -50,20 +51,40 @@ class ThreadBackend(Backend):
         except ChannelClosed:
             raise RuntimeError("the worker pool is closed") from None
         if len(self._queue):  # nobody was parked to take it at once
-            self._grow()
+            self._grow(unless_starting=True)
 
-    def _grow(self) -> None:
+    def _grow(self, unless_starting: bool = False) -> None:
+        """Start one more worker, if below the limit.
+
+        ``Thread.start`` blocks until the new thread runs, which takes a millisecond or
+        more when hundreds of threads want the GIL. So the submitter only starts a
+        worker when none is starting; each new worker then starts up to two more
+        while work is waiting (``_spread``), and the pool grows in a tree, off the
+        consumer's thread.
+        """
         with self._lock:
             if len(self._workers) >= self.workers or self._queue.closed:
+                return
+            if unless_starting and self._starting:
                 return
             thread = threading.Thread(
                 target=self._work, name=f"chanflow-worker-{next(_names)}", daemon=True
             )
             self._workers.add(thread)
+            self._starting += 1
         thread.start()
+
+    def _spread(self) -> None:
+        with self._lock:
+            self._starting -= 1
+        for _ in range(2):
+            if len(self._queue) <= 1:  # the one left is for this worker
+                return
+            self._grow()
 
     def _work(self) -> None:
         me = threading.current_thread()
+        self._spread()
         queue = self._queue
         while True:
             try:
