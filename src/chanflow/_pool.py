@@ -287,6 +287,16 @@ class _Run(Generic[T]):
                         self._release(result)
                 continue
             pending = self._pending
+            if (
+                not pending
+                and self.sink is None
+                and results[0].index == self._next_out
+                and results[-1].index - results[0].index == len(results) - 1
+            ):
+                # The common case: a whole chunk (consecutive indices) at the head.
+                self.ready.extend(results)
+                self._next_out += len(results)
+                continue
             for result in results:
                 pending[result.index] = result
             while self._next_out in pending:
