@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import time
 from time import monotonic
 from typing import Any
 
@@ -72,7 +73,15 @@ class ThreadBackend(Backend):
             )
             self._workers.add(thread)
             self._starting += 1
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:  # the OS refused a thread: fine while others can work
+            with self._lock:
+                self._workers.discard(thread)
+                self._starting -= 1
+                alone = not self._workers
+            if alone:
+                raise
 
     def _spread(self) -> None:
         with self._lock:
@@ -182,7 +191,11 @@ class ThreadBackend(Backend):
             if not workers:
                 break
             for thread in workers:
-                thread.join()
+                # Another thread may have registered it and not called start() yet.
+                while thread.ident is None and thread in self._workers:
+                    time.sleep(0.0005)
+                if thread.ident is not None:
+                    thread.join()
                 with self._lock:
                     self._workers.discard(thread)
         deadline = monotonic() + ABANDONED_JOIN_SECONDS
