@@ -6,6 +6,8 @@
    token bucket allowing a burst), and a Ticker reporting progress through select.
 3. Fan-in with select, under a context deadline that cancels everything.
 4. The seeds' pipeline `generate -> square -> print`, one coroutine per stage.
+5. Programs 1-2 again as one WorkerPool call: bounded, rate-limited, retried, with
+   failures as dead letters and a stats snapshot at the end.
 
 Run it with `make demo`.
 """
@@ -115,10 +117,37 @@ async def pipeline() -> None:
     await asyncio.gather(*tasks)
 
 
+def flaky_double(job: int, failures: dict[int, int]) -> int:
+    """Jobs divisible by 5 fail their first attempt; job 7 always fails."""
+    failures[job] = failures.get(job, 0) + 1
+    if job == 7 or (job % 5 == 0 and failures[job] == 1):
+        raise ConnectionError(f"job {job}: connection reset")
+    time.sleep(0.01)
+    return job * 2
+
+
+def worker_pool_in_one_call() -> None:
+    print("5. the same with cf.WorkerPool: 3 workers, 40 jobs/s, 1 retry, dead letters")
+    failures: dict[int, int] = {}
+    letters: cf.Channel[cf.Result[int]] = cf.Channel(JOBS)
+    with cf.WorkerPool(workers=3, rate="40/s", retries=1, dead_letters=letters) as pool:
+        doubled = list(pool.map(lambda job: flaky_double(job, failures), range(1, JOBS + 1)))
+        stats = pool.stats()
+    letters.close()
+    print("   values:", doubled)
+    for letter in letters:
+        print(f"   dead letter: job {letter.job} after {letter.attempts} attempts: {letter.error}")
+    print(
+        f"   stats: {stats.completed} completed, {stats.failed} failed, "
+        f"{stats.retried} retried, p50 latency {stats.latency_p50 or 0:.3f} s"
+    )
+
+
 def main() -> None:
     worker_pool()
     fan_in_with_deadline()
     asyncio.run(pipeline())
+    worker_pool_in_one_call()
 
 
 if __name__ == "__main__":

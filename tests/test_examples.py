@@ -96,3 +96,13 @@ def test_fan_out_fan_in_example() -> None:
         assert errors == ["Error: image4.png: ValueError('image4.png: corrupt header')"]
         assert "fan-in: 5 processed, 1 failed" in lines
         assert sum(line.endswith("processing image4.png") for line in lines) == 1
+
+
+def test_demo() -> None:
+    parts = sections(run_example("demo.py"))
+    assert sorted(parts) == ["3", "4", "5"]  # the first section is headed "1-2."
+    assert "   [4, 9, 16]" in parts["4"]
+    pool = parts["5"]
+    assert "   values: [2, 4, 6, 8, 10, 12, 16, 18, 20, 22, 24]" in pool
+    assert "   dead letter: job 7 after 2 attempts: job 7: connection reset" in pool
+    assert any(line.startswith("   stats: 11 completed, 1 failed, 3 retried") for line in pool)
