@@ -25,6 +25,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from itertools import repeat
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
@@ -34,7 +35,7 @@ from ._backend_thread import ThreadBackend
 from ._channel import Channel
 from ._context import background
 from ._deadletters import DeadLetterSink, make_dead_letter_sink
-from ._exceptions import Cancelled
+from ._exceptions import Cancelled, ChannelClosed
 from ._progress import ProgressReporter
 from ._rate import RateLimiter
 from ._result import Result
@@ -214,7 +215,6 @@ class _Run(Generic[T]):
         self.sink = settings.dead_letters
         self.owns_sink = owns_sink
         self.values = values
-        self.raise_failures = values and self.sink is None
         self.ordered = ordered
         self.taken = 0
         self.returned = 0
@@ -233,7 +233,7 @@ class _Run(Generic[T]):
         self.progress = ProgressReporter.create(self._progress_setting, self._total, self._name)
 
     def _deliver(self, results: list[Result[Any]]) -> None:
-        with contextlib.suppress(Exception):  # closed: the consumer has gone
+        with contextlib.suppress(ChannelClosed):  # the consumer has gone
             self.outcomes.send_nowait(results)
 
     # -- taking input ---------------------------------------------------------------
@@ -260,7 +260,7 @@ class _Run(Generic[T]):
             call, start = self.call, self.taken
             self.taken += len(items)
             self.stats.submitted(len(items))
-            jobs = [Job(call, start + offset, item) for offset, item in enumerate(items)]
+            jobs = list(map(Job, repeat(call, len(items)), range(start, self.taken), items))
             size = self._chunk()
             submit = call.backend.submit
             for begin in range(0, len(jobs), size):
@@ -528,9 +528,11 @@ class WorkerPool:
         once the consumer reaches it, cancelling the rest; with ``dead_letters`` set,
         failed jobs go there and are skipped instead. An exception raised by
         ``jobs`` itself is raised as is after the values of the jobs taken before it.
-        Each ``next()`` blocks until the next value is ready. Settings are checked
-        now; nothing runs before the first ``next()``. Costs about 2-4 us per no-op
-        job on threads (jobs travel to the workers in chunks).
+        Each ``next()`` blocks until the next value is ready (and while a full
+        dead-letter channel applies backpressure). Settings are checked now; nothing
+        runs before the first ``next()``. Costs about 3.5 us per no-op job on threads
+        with the default buffer, 1 us with ``buffer=256`` (jobs travel to the workers
+        in chunks, at most ``buffer`` jobs at a time).
         """
         iterator = self._sync_input(jobs, "map")
         overrides = (buffer, retries, retry_on, backoff, timeout, rate, dead_letters, progress)
