@@ -1237,3 +1237,30 @@ def test_progress_on_a_rich_progress_object() -> None:
             assert task.completed == 30
     finally:
         console.file.close()
+
+
+@each_backend
+def test_many_consumer_threads_share_one_pool(backend: Backend) -> None:
+    def body(job: tuple[int, int]) -> Steps:
+        yield Sleep(random.random() / 1000)
+        if job[1] % 7 == 3:
+            raise Boom(job)
+        return job
+
+    def consume(pool: cf.WorkerPool, consumer: int) -> list[cf.Result[Any]]:
+        jobs = [(consumer, index) for index in range(300)]
+        return list(pool.results(backend.job(body), jobs, ordered=consumer % 2 == 0))
+
+    with cf.WorkerPool(workers=6, backend=backend.name, buffer=5) as pool:
+        futures = [cf.go(consume, pool, consumer) for consumer in range(8)]
+        outcomes = [future.result(timeout=30) for future in futures]
+        stats = pool.stats()
+    for consumer, results in enumerate(outcomes):
+        assert Counter(result.index for result in results) == Counter(range(300))
+        if consumer % 2 == 0:
+            assert [result.index for result in results] == list(range(300))
+        for result in results:
+            assert result.job == (consumer, result.index)
+            assert result.ok == (result.index % 7 != 3)
+    assert stats.submitted == 8 * 300
+    assert stats.in_flight == 0
