@@ -23,11 +23,31 @@ import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, replace
 from itertools import repeat
 from types import TracebackType
-from typing import Any, Generic, TypeVar, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    ParamSpec,
+    TypedDict,
+    TypeVar,
+    cast,
+    overload,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 from ._backend import Backend, Call, Job
 from ._backend_async import AsyncBackend, LoopThread
@@ -47,6 +67,7 @@ __all__ = ["WorkerPool"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+P = ParamSpec("P")
 
 BACKENDS = ("auto", "thread", "async")
 # How often a consumer waiting for outcomes checks that its call was not cancelled
@@ -56,7 +77,26 @@ _LIVENESS_SECONDS = 0.5
 # run its other tasks at least once every this many batches.
 _YIELD_EVERY = 16
 
-_UNSET: Any = object()
+
+class CallOptions(TypedDict, total=False):
+    """The per-call settings of ``map``/``results``/``amap``/``aresults``.
+
+    Each overrides the pool's setting of the same name for that call only;
+    ``ordered`` defaults to True for ``map``/``amap`` and False for the others.
+    """
+
+    ordered: bool
+    buffer: int | None
+    retries: int
+    retry_on: RetryOn
+    backoff: Backoff | BackoffFunction | None
+    timeout: float | None
+    rate: float | str | RateLimiter | None
+    dead_letters: object
+    progress: object
+
+
+_OPTION_NAMES = frozenset(CallOptions.__annotations__)
 
 
 def _default_workers(kind: str) -> int:
@@ -139,37 +179,27 @@ class _Settings:
     dead_letters: DeadLetterSink | None
     progress: object
 
-    def override(
-        self,
-        buffer: Any,
-        retries: Any,
-        retry_on: Any,
-        backoff: Any,
-        timeout: Any,
-        rate: Any,
-        dead_letters: Any,
-        progress: Any,
-    ) -> tuple[_Settings, bool]:
+    def override(self, options: Mapping[str, Any]) -> tuple[_Settings, bool]:
         """These settings with a call's overrides; True if the call owns a new sink."""
         changes: dict[str, Any] = {}
-        if buffer is not _UNSET:
-            changes["buffer"] = _check_buffer(buffer)
-        if retries is not _UNSET or retry_on is not _UNSET or backoff is not _UNSET:
+        if "buffer" in options:
+            changes["buffer"] = _check_buffer(options["buffer"])
+        if options.keys() & {"retries", "retry_on", "backoff"}:
             policy = self.policy
             changes["policy"] = RetryPolicy.build(
-                policy.retries if retries is _UNSET else retries,
-                policy.retry_on if retry_on is _UNSET else retry_on,
-                policy.backoff if backoff is _UNSET else backoff,
+                options.get("retries", policy.retries),
+                options.get("retry_on", policy.retry_on),
+                options.get("backoff", policy.backoff),
             )
-        if timeout is not _UNSET:
-            changes["timeout"] = _check_timeout(timeout)
-        if rate is not _UNSET:
-            changes["limiter"] = _make_limiter(rate)
-        owns_sink = dead_letters is not _UNSET and dead_letters is not None
-        if dead_letters is not _UNSET:
-            changes["dead_letters"] = make_dead_letter_sink(dead_letters)
-        if progress is not _UNSET:
-            changes["progress"] = _check_progress(progress)
+        if "timeout" in options:
+            changes["timeout"] = _check_timeout(options["timeout"])
+        if "rate" in options:
+            changes["limiter"] = _make_limiter(options["rate"])
+        owns_sink = options.get("dead_letters") is not None
+        if "dead_letters" in options:
+            changes["dead_letters"] = make_dead_letter_sink(options["dead_letters"])
+        if "progress" in options:
+            changes["progress"] = _check_progress(options["progress"])
         return (replace(self, **changes) if changes else self), owns_sink
 
 
@@ -486,15 +516,18 @@ class WorkerPool:
 
     def _start(
         self,
+        method: str,
         fn: Callable[[Any], Any],
         jobs: object,
         loop: asyncio.AbstractEventLoop | None,
-        *,
-        values: bool,
-        ordered: Any,
-        overrides: tuple[Any, ...],
+        options: dict[str, Any],
     ) -> _Run[Any]:
-        settings, owns_sink = self._settings.override(*overrides)
+        unknown = sorted(options.keys() - _OPTION_NAMES)
+        if unknown:
+            raise TypeError(f"{method}() got an unexpected keyword argument {unknown[0]!r}")
+        values = method in ("map", "amap")
+        ordered = _check_ordered(options.pop("ordered", values))
+        settings, owns_sink = self._settings.override(options)
         backend = self._backend_for(fn, loop)
         return _Run(
             self,
@@ -503,25 +536,21 @@ class WorkerPool:
             settings,
             owns_sink=owns_sink,
             values=values,
-            ordered=_check_ordered(ordered),
+            ordered=ordered,
             total=_total_of(jobs),
         )
 
+    @overload
     def map(
-        self,
-        fn: Callable[[T], R],
-        jobs: Iterable[T],
-        *,
-        ordered: bool = True,
-        buffer: int | None = _UNSET,
-        retries: int = _UNSET,
-        retry_on: RetryOn = _UNSET,
-        backoff: Backoff | BackoffFunction | None = _UNSET,
-        timeout: float | None = _UNSET,
-        rate: float | str | RateLimiter | None = _UNSET,
-        dead_letters: object = _UNSET,
-        progress: object = _UNSET,
-    ) -> Iterator[R]:
+        self, fn: Callable[[T], Awaitable[R]], jobs: Iterable[T], **options: Unpack[CallOptions]
+    ) -> Iterator[R]: ...
+
+    @overload
+    def map(
+        self, fn: Callable[[T], R], jobs: Iterable[T], **options: Unpack[CallOptions]
+    ) -> Iterator[R]: ...
+
+    def map(self, fn: Callable[[Any], Any], jobs: Any, **options: Any) -> Iterator[Any]:
         """Run ``fn(job)`` for each job; yield the values lazily, in input order by default.
 
         Raises the error of the first failed job (in the order values are yielded)
@@ -535,25 +564,20 @@ class WorkerPool:
         in chunks, at most ``buffer`` jobs at a time).
         """
         iterator = self._sync_input(jobs, "map")
-        overrides = (buffer, retries, retry_on, backoff, timeout, rate, dead_letters, progress)
-        run = self._start(fn, jobs, None, values=True, ordered=ordered, overrides=overrides)
-        return cast(Iterator[R], self._register(self._drive(run, iterator, jobs), run))
+        run = self._start("map", fn, jobs, None, options)
+        return cast(Iterator[Any], self._register(self._drive(run, iterator, jobs), run))
 
+    @overload
     def results(
-        self,
-        fn: Callable[[T], R],
-        jobs: Iterable[T],
-        *,
-        ordered: bool = False,
-        buffer: int | None = _UNSET,
-        retries: int = _UNSET,
-        retry_on: RetryOn = _UNSET,
-        backoff: Backoff | BackoffFunction | None = _UNSET,
-        timeout: float | None = _UNSET,
-        rate: float | str | RateLimiter | None = _UNSET,
-        dead_letters: object = _UNSET,
-        progress: object = _UNSET,
-    ) -> Iterator[Result[R]]:
+        self, fn: Callable[[T], Awaitable[R]], jobs: Iterable[T], **options: Unpack[CallOptions]
+    ) -> Iterator[Result[R]]: ...
+
+    @overload
+    def results(
+        self, fn: Callable[[T], R], jobs: Iterable[T], **options: Unpack[CallOptions]
+    ) -> Iterator[Result[R]]: ...
+
+    def results(self, fn: Callable[[Any], Any], jobs: Any, **options: Any) -> Iterator[Result[Any]]:
         """Run ``fn(job)`` for each job; yield one :class:`Result` per job, never raising for one.
 
         Completion order by default (``ordered=True`` for input order). Jobs that
@@ -561,9 +585,8 @@ class WorkerPool:
         :meth:`map`.
         """
         iterator = self._sync_input(jobs, "results")
-        overrides = (buffer, retries, retry_on, backoff, timeout, rate, dead_letters, progress)
-        run = self._start(fn, jobs, None, values=False, ordered=ordered, overrides=overrides)
-        return cast(Iterator[Result[R]], self._register(self._drive(run, iterator, jobs), run))
+        run = self._start("results", fn, jobs, None, options)
+        return cast(Iterator[Result[Any]], self._register(self._drive(run, iterator, jobs), run))
 
     @staticmethod
     def _sync_input(jobs: object, method: str) -> Iterator[Any]:
@@ -620,21 +643,23 @@ class WorkerPool:
 
     # -- async map and results -----------------------------------------------------------
 
+    @overload
     def amap(
         self,
-        fn: Callable[[T], Awaitable[R]] | Callable[[T], R],
+        fn: Callable[[T], Awaitable[R]],
         jobs: Iterable[T] | AsyncIterable[T],
-        *,
-        ordered: bool = True,
-        buffer: int | None = _UNSET,
-        retries: int = _UNSET,
-        retry_on: RetryOn = _UNSET,
-        backoff: Backoff | BackoffFunction | None = _UNSET,
-        timeout: float | None = _UNSET,
-        rate: float | str | RateLimiter | None = _UNSET,
-        dead_letters: object = _UNSET,
-        progress: object = _UNSET,
-    ) -> AsyncIterator[R]:
+        **options: Unpack[CallOptions],
+    ) -> AsyncIterator[R]: ...
+
+    @overload
+    def amap(
+        self,
+        fn: Callable[[T], R],
+        jobs: Iterable[T] | AsyncIterable[T],
+        **options: Unpack[CallOptions],
+    ) -> AsyncIterator[R]: ...
+
+    def amap(self, fn: Callable[[Any], Any], jobs: Any, **options: Any) -> AsyncIterator[Any]:
         """Async twin of :meth:`map`, to use with ``async for`` on a running loop.
 
         ``jobs`` may be an iterable or an async iterable. Coroutine jobs run as worker
@@ -643,31 +668,35 @@ class WorkerPool:
         """
         loop = asyncio.get_running_loop()
         source = self._async_input(jobs, "amap")
-        overrides = (buffer, retries, retry_on, backoff, timeout, rate, dead_letters, progress)
-        run = self._start(fn, jobs, loop, values=True, ordered=ordered, overrides=overrides)
-        return cast(AsyncIterator[R], self._register(self._adrive(run, source, jobs), run))
+        run = self._start("amap", fn, jobs, loop, options)
+        return cast(AsyncIterator[Any], self._register(self._adrive(run, source, jobs), run))
 
+    @overload
     def aresults(
         self,
-        fn: Callable[[T], Awaitable[R]] | Callable[[T], R],
+        fn: Callable[[T], Awaitable[R]],
         jobs: Iterable[T] | AsyncIterable[T],
-        *,
-        ordered: bool = False,
-        buffer: int | None = _UNSET,
-        retries: int = _UNSET,
-        retry_on: RetryOn = _UNSET,
-        backoff: Backoff | BackoffFunction | None = _UNSET,
-        timeout: float | None = _UNSET,
-        rate: float | str | RateLimiter | None = _UNSET,
-        dead_letters: object = _UNSET,
-        progress: object = _UNSET,
-    ) -> AsyncIterator[Result[R]]:
+        **options: Unpack[CallOptions],
+    ) -> AsyncIterator[Result[R]]: ...
+
+    @overload
+    def aresults(
+        self,
+        fn: Callable[[T], R],
+        jobs: Iterable[T] | AsyncIterable[T],
+        **options: Unpack[CallOptions],
+    ) -> AsyncIterator[Result[R]]: ...
+
+    def aresults(
+        self, fn: Callable[[Any], Any], jobs: Any, **options: Any
+    ) -> AsyncIterator[Result[Any]]:
         """Async twin of :meth:`results` (see :meth:`amap`)."""
         loop = asyncio.get_running_loop()
         source = self._async_input(jobs, "aresults")
-        overrides = (buffer, retries, retry_on, backoff, timeout, rate, dead_letters, progress)
-        run = self._start(fn, jobs, loop, values=False, ordered=ordered, overrides=overrides)
-        return cast(AsyncIterator[Result[R]], self._register(self._adrive(run, source, jobs), run))
+        run = self._start("aresults", fn, jobs, loop, options)
+        return cast(
+            AsyncIterator[Result[Any]], self._register(self._adrive(run, source, jobs), run)
+        )
 
     @staticmethod
     def _async_input(jobs: object, method: str) -> Iterator[Any] | AsyncIterator[Any]:
@@ -728,9 +757,19 @@ class WorkerPool:
 
     # -- submit -----------------------------------------------------------------------
 
+    @overload
     def submit(
-        self, fn: Callable[..., R], /, *args: Any, **kwargs: Any
-    ) -> concurrent.futures.Future[R]:
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[R]: ...
+
+    @overload
+    def submit(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[R]: ...
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
         """Run ``fn(*args, **kwargs)`` on the pool; return a ``concurrent.futures.Future``.
 
         Never blocks. The pool's retries, backoff, timeout and rate apply; dead letters
@@ -741,7 +780,7 @@ class WorkerPool:
         is left on an exception.
         """
         backend = self._backend_for(fn, _running_loop())
-        future: concurrent.futures.Future[R] = concurrent.futures.Future()
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         settings = self._settings
         call = Call(
             lambda _: fn(*args, **kwargs),
