@@ -22,6 +22,9 @@ import math
 import os
 import random
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -1264,3 +1267,52 @@ def test_many_consumer_threads_share_one_pool(backend: Backend) -> None:
             assert result.ok == (result.index % 7 != 3)
     assert stats.submitted == 8 * 300
     assert stats.in_flight == 0
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------
+
+_INTERRUPTED_RUN = """
+import asyncio, itertools, sys, time
+import chanflow as cf
+
+def cooperative(job):
+    return cf.current_context().wait(30.0)  # stops as soon as the pool cancels it
+
+async def acooperative(job):
+    return await asyncio.wait_for(asyncio.sleep(30.0), 60.0)
+
+async def amain():
+    async with cf.WorkerPool(workers=4) as pool:
+        async for _ in pool.amap(acooperative, itertools.count()):
+            pass
+
+if sys.argv[1] == "thread":
+    with cf.WorkerPool(workers=4) as pool:
+        print("running", flush=True)
+        for _ in pool.map(cooperative, itertools.count()):
+            pass
+else:
+    print("running", flush=True)
+    asyncio.run(amain())
+"""
+
+
+@each_backend
+def test_ctrl_c_stops_a_running_map_promptly(backend: Backend) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTED_RUN, backend.name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "running\n"
+        time.sleep(0.3)  # let the workers start their jobs
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=5.0)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode != 0
+    assert "KeyboardInterrupt" in stderr, stderr
