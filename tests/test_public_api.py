@@ -23,12 +23,14 @@ EXPECTED = {
     "PoolStats",
     "RateLimiter",
     "Recv",
+    "RemoteError",
     "Result",
     "Selected",
     "Semaphore",
     "Send",
     "Ticker",
     "WaitGroup",
+    "WorkerCrashed",
     "WorkerPool",
     "WouldBlock",
     "after",
@@ -37,6 +39,7 @@ EXPECTED = {
     "current_context",
     "go",
     "select",
+    "worker_state",
 }
 
 
@@ -67,6 +70,8 @@ def test_exception_hierarchy() -> None:
         cf.Cancelled,
         cf.DeadlineExceeded,
         cf.JobTimeout,
+        cf.WorkerCrashed,
+        cf.RemoteError,
     ):
         assert issubclass(error, cf.ChanflowError)
     assert issubclass(cf.ChanflowError, Exception)

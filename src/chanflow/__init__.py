@@ -11,7 +11,7 @@ a worker pool with backpressure, retries, timeouts, rate limits and dead letters
     print(ch.recv())
 """
 
-from ._backend import current_context
+from ._backend import current_context, worker_state
 from ._channel import Channel
 from ._context import Context, background
 from ._exceptions import (
@@ -20,6 +20,8 @@ from ._exceptions import (
     ChannelClosed,
     DeadlineExceeded,
     JobTimeout,
+    RemoteError,
+    WorkerCrashed,
     WouldBlock,
 )
 from ._group import Group
@@ -47,12 +49,14 @@ __all__ = [
     "PoolStats",
     "RateLimiter",
     "Recv",
+    "RemoteError",
     "Result",
     "Selected",
     "Semaphore",
     "Send",
     "Ticker",
     "WaitGroup",
+    "WorkerCrashed",
     "WorkerPool",
     "WouldBlock",
     "after",
@@ -61,4 +65,5 @@ __all__ = [
     "current_context",
     "go",
     "select",
+    "worker_state",
 ]

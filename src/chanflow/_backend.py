@@ -11,15 +11,17 @@ statistics and exactly-once delivery for free, and the semantics cannot drift ap
 
 Why chunks: handing a job to a parked worker costs a thread wake-up (tens of
 microseconds on a small VM), far more than a no-op job. So a call measures how long
-its jobs take and sends as many per chunk as fit in about a millisecond of work;
-slow or I/O-bound jobs go one per chunk, so concurrency is never lost. With a
-``timeout`` or a ``rate`` every chunk holds one job.
+its jobs take and sends as many per chunk as fit in the backend's
+``chunk_seconds`` of work (200 us on threads and asyncio); slow or I/O-bound jobs go
+one per chunk, so concurrency is never lost. With a ``timeout`` or a ``rate`` every
+chunk holds one job.
 """
 
 from __future__ import annotations
 
 import math
-import traceback
+import threading
+import traceback as tb
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -28,13 +30,23 @@ from typing import Any
 
 from ._context import Context, background
 from ._exceptions import JobTimeout
+from ._process_worker import worker_state_dict
 from ._rate import RateLimiter
 from ._result import Result
 from ._retry import RetryPolicy
 from ._stats import StatsRecorder
 from ._timer import schedule
 
-__all__ = ["Backend", "Call", "Job", "JobSlot", "current_context", "enter_slot", "leave_slot"]
+__all__ = [
+    "Backend",
+    "Call",
+    "Job",
+    "JobSlot",
+    "current_context",
+    "enter_slot",
+    "leave_slot",
+    "worker_state",
+]
 
 
 class JobSlot:
@@ -48,10 +60,26 @@ class JobSlot:
 
 _current_slot: ContextVar[JobSlot | None] = ContextVar("chanflow_current_job", default=None)
 
-# Aim for chunks of about this much work: enough to make a wake-up cheap per job,
-# little enough that the head-of-line delay inside a chunk stays unnoticeable.
-_CHUNK_SECONDS = 0.0002
-_MAX_CHUNK = 256
+
+_thread_state = threading.local()
+
+
+def worker_state() -> dict[str, Any]:
+    """A dict private to the worker running this job, for expensive set-up kept across jobs.
+
+    In a process-backend worker it lives as long as the worker process (fill it in
+    the pool's ``initializer``, or lazily in the first job: a model, a database
+    connection). On threads (and on an event loop's thread) it is private to the
+    thread. Never blocks.
+    """
+    state = worker_state_dict()
+    if state is not None:
+        return state
+    try:
+        return _thread_state.state  # type: ignore[no-any-return]
+    except AttributeError:
+        state = _thread_state.state = {}
+        return state
 
 
 def current_context() -> Context:
@@ -103,7 +131,7 @@ class Job:
 
 
 def format_error(error: BaseException) -> str:
-    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return "".join(tb.format_exception(type(error), error, error.__traceback__))
 
 
 class Call:
@@ -118,6 +146,7 @@ class Call:
         "_chunk",
         "_seconds_per_job",
         "backend",
+        "calibrated",
         "cancelled",
         "context",
         "deliver",
@@ -151,6 +180,9 @@ class Call:
         self.cancelled = False
         self._seconds_per_job: float | None = None
         self._chunk = 1
+        # True once chunk sizes are known: after the first measurement, or at once
+        # when every chunk holds one job anyway (with a timeout or a rate).
+        self.calibrated = timeout is not None or limiter is not None
 
     # -- chunking ---------------------------------------------------------------------
 
@@ -163,10 +195,13 @@ class Call:
         if self.timeout is not None or self.limiter is not None or jobs <= 0:
             return
         per_job = seconds / jobs
+        self.calibrated = True
         average = self._seconds_per_job
         average = per_job if average is None else 0.7 * average + 0.3 * per_job
         self._seconds_per_job = average
-        self._chunk = max(1, min(_MAX_CHUNK, int(_CHUNK_SECONDS / max(average, 1e-9))))
+        backend = self.backend
+        wanted = int(backend.chunk_seconds / max(average, 1e-9))
+        self._chunk = max(1, min(backend.max_chunk, wanted))
 
     # -- attempts ---------------------------------------------------------------------
 
@@ -189,8 +224,14 @@ class Call:
             job.release_context()
         return Result(job.item, job.index, value, None, job.attempts, monotonic() - job.first_start)
 
-    def failed(self, job: Job, error: BaseException) -> Result[Any] | None:
-        """The attempt raised ``error``: schedule a retry (None) or return the final Result."""
+    def failed(
+        self, job: Job, error: BaseException, traceback: str | None = None
+    ) -> Result[Any] | None:
+        """The attempt raised ``error``: schedule a retry (None) or return the final Result.
+
+        ``traceback`` is the error's traceback text when it was formatted elsewhere
+        (in a worker process); by default it is formatted from ``error``.
+        """
         job.release_context()
         if isinstance(error, JobTimeout):
             self.stats.timed_out()
@@ -199,7 +240,8 @@ class Call:
             self._retry_later(job, self.policy.delay(job.attempts))
             return None
         elapsed = monotonic() - job.first_start
-        return Result(job.item, job.index, None, error, job.attempts, elapsed, format_error(error))
+        text = format_error(error) if traceback is None else traceback
+        return Result(job.item, job.index, None, error, job.attempts, elapsed, text)
 
     def chunk_started(self) -> None:
         """A worker starts running a chunk of this call (counted as one running attempt)."""
@@ -260,6 +302,26 @@ class Backend(ABC):
 
     kind: str = "?"
     workers: int  # how many jobs run at once, at most
+    # Chunks aim at about this much work: enough to make a hand-off cheap per job,
+    # little enough that the head-of-line delay inside a chunk stays unnoticeable.
+    chunk_seconds: float = 0.0002
+    max_chunk: int = 256
+
+    def default_buffer(self) -> int:
+        """The pool's ``buffer`` when none is given: jobs taken and not yet handed out."""
+        return 2 * self.workers
+
+    def chunk_cap(self, buffer: int) -> int:
+        """The largest chunk for a call with this ``buffer``.
+
+        Threads and asyncio share one GIL, so one chunk of the whole buffer at a time
+        costs the fewest wake-ups and loses no parallelism.
+        """
+        return buffer
+
+    def first_fill(self, buffer: int) -> int:
+        """How many jobs a call sends before its first chunk has been measured."""
+        return buffer
 
     @abstractmethod
     def submit(self, call: Call, jobs: list[Job]) -> None:

@@ -9,8 +9,12 @@ The hierarchy::
           ├── Cancelled           the error of a cancelled Context
           ├── DeadlineExceeded    the error of a Context whose deadline passed
           │                       (also a built-in TimeoutError)
-          └── JobTimeout          a pool job's attempt ran past its timeout
-                                  (also a built-in TimeoutError)
+          ├── JobTimeout          a pool job's attempt ran past its timeout
+          │                       (also a built-in TimeoutError)
+          ├── WorkerCrashed       a worker process died while running the job
+          └── RemoteError         a job's exception that could not travel back from
+                                  its worker process (its type name, message and
+                                  traceback text are kept)
 
 Blocking calls that run out of time raise the built-in ``TimeoutError`` (on every
 Python version, including 3.10 where asyncio has its own), so one ``except
@@ -26,6 +30,8 @@ __all__ = [
     "ChannelClosed",
     "DeadlineExceeded",
     "JobTimeout",
+    "RemoteError",
+    "WorkerCrashed",
     "WouldBlock",
 ]
 
@@ -68,3 +74,23 @@ class JobTimeout(ChanflowError, TimeoutError):
     waiting for it and replaces its worker (the thread finishes in the background
     and its late result is discarded).
     """
+
+
+class WorkerCrashed(ChanflowError):
+    """The worker process running the job died (a segfault, ``os._exit``, a kill, OOM).
+
+    The message names the process id and its exit code or signal. The pool replaced
+    the worker; only the job that was running when it died carries this error.
+    """
+
+
+class RemoteError(ChanflowError):
+    """A job raised an exception in a worker process that could not be sent back.
+
+    ``type_name`` is the original exception's class name; the Result's ``traceback``
+    holds the worker's traceback text.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name

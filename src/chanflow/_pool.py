@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 from ._backend import Backend, Call, Job
 from ._backend_async import AsyncBackend, LoopThread
+from ._backend_process import ProcessBackend
 from ._backend_thread import ThreadBackend
 from ._channel import Channel
 from ._context import background
@@ -69,7 +70,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
 
-BACKENDS = ("auto", "thread", "async")
+BACKENDS = ("auto", "thread", "async", "process")
 # How often a consumer waiting for outcomes checks that its call was not cancelled
 # from elsewhere (the pool left by another thread while this one was reading).
 _LIVENESS_SECONDS = 0.5
@@ -102,6 +103,8 @@ _OPTION_NAMES = frozenset(CallOptions.__annotations__)
 def _default_workers(kind: str) -> int:
     if kind == "async":
         return 100
+    if kind == "process":
+        return os.cpu_count() or 1
     return min(32, (os.cpu_count() or 1) + 4)
 
 
@@ -241,7 +244,9 @@ class _Run(Generic[T]):
             deliver=self._deliver,
         )
         self.stats = stats
-        self.buffer = settings.buffer or 2 * backend.workers
+        self.buffer = settings.buffer or backend.default_buffer()
+        self.chunk_cap = backend.chunk_cap(self.buffer)
+        self.first_fill = backend.first_fill(self.buffer)
         self.sink = settings.dead_letters
         self.owns_sink = owns_sink
         self.values = values
@@ -272,17 +277,22 @@ class _Run(Generic[T]):
         """How many items to take from the input now (0: none).
 
         Waits until a whole chunk fits before taking more while jobs are in flight,
-        so that jobs reach the workers in chunks rather than one by one.
+        so that jobs reach the workers in chunks rather than one by one; and until
+        the call's chunk size is calibrated, keeps at most ``first_fill`` jobs in
+        flight (so a process pool does not split its buffer into one-job chunks).
         """
         if self.exhausted:
             return 0
         room = self.buffer - (self.taken - self.handed)
-        if room <= 0 or (room < self._chunk() and self.taken > self.returned):
+        in_flight = self.taken - self.returned
+        if not self.call.calibrated:
+            room = min(room, self.first_fill - in_flight)
+        if room <= 0 or (room < self._chunk() and in_flight):
             return 0
         return room
 
     def _chunk(self) -> int:
-        return min(self.call.chunk_size(), self.buffer)
+        return min(self.call.chunk_size(), self.chunk_cap)
 
     def accept(self, items: list[Any]) -> None:
         """Hand freshly taken items to the backend, in chunks."""
@@ -443,9 +453,21 @@ class WorkerPool:
         rate: float | str | RateLimiter | None = None,
         dead_letters: object = None,
         progress: object = False,
+        mp_context: object = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_jobs_per_worker: int | None = None,
     ) -> None:
         self._workers = _check_workers(workers)
         self._kind = _check_backend(backend)
+        self._process_options: dict[str, Any] = {
+            "mp_context": mp_context,
+            "initializer": initializer,
+            "initargs": initargs,
+            "max_jobs_per_worker": max_jobs_per_worker,
+        }
+        if self._kind == "process":  # check them now, start nothing
+            ProcessBackend(1, **self._process_options)
         self._settings = _Settings(
             buffer=_check_buffer(buffer),
             policy=RetryPolicy.build(retries, retry_on, backoff),
@@ -459,6 +481,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._closed = False
         self._thread_backend: ThreadBackend | None = None
+        self._process_backend: ProcessBackend | None = None
         self._async_backends: dict[asyncio.AbstractEventLoop, AsyncBackend] = {}
         self._loop_thread: LoopThread | None = None
         # The generators of map/results calls not yet finished, and their runs.
@@ -484,6 +507,10 @@ class WorkerPool:
                 f"backend='async' runs coroutine functions, not {fn!r}; "
                 "use backend='thread' or 'auto' for a plain function"
             )
+        if kind == "process" and is_async:
+            raise TypeError(
+                f"backend='process' runs plain functions, not the coroutine function {fn!r}"
+            )
         if kind == "thread" and is_async:
             raise TypeError(
                 f"backend='thread' runs plain functions, not the coroutine function {fn!r}; "
@@ -494,12 +521,20 @@ class WorkerPool:
                 raise RuntimeError("the worker pool is closed")
             if kind == "thread":
                 return self._thread_locked()
+            if kind == "process":
+                return self._process_locked()
             return self._async_locked(loop)
 
     def _thread_locked(self) -> ThreadBackend:
         if self._thread_backend is None:
             self._thread_backend = ThreadBackend(self._workers or _default_workers("thread"))
         return self._thread_backend
+
+    def _process_locked(self) -> ProcessBackend:
+        if self._process_backend is None:
+            workers = self._workers or _default_workers("process")
+            self._process_backend = ProcessBackend(workers, **self._process_options)
+        return self._process_backend
 
     def _async_locked(self, loop: asyncio.AbstractEventLoop | None) -> AsyncBackend:
         if loop is None:
@@ -859,6 +894,8 @@ class WorkerPool:
     def _stop_backends(self, loop: asyncio.AbstractEventLoop | None) -> None:
         if self._thread_backend is not None:
             self._thread_backend.close()
+        if self._process_backend is not None:
+            self._process_backend.close()
         for backend_loop, backend in self._async_backends.items():
             if backend_loop is not loop:
                 backend.close()

@@ -1,0 +1,435 @@
+"""The process backend: chunks of jobs run in worker processes, one dispatcher thread each.
+
+Each worker slot is a ``chanflow-process-<n>`` thread in this process that owns one
+worker process and a pipe to it: it takes a chunk from the shared channel, sends it
+(cloudpickled, so lambdas and closures travel), and waits for either the outcomes
+or the process's death. Because one thread watches one process, a crash, a hang or
+a timeout touches only that slot's chunk:
+
+* **Crash** (segfault, ``os._exit``, SIGKILL, OOM): the slot starts a new process.
+  If the lost chunk held one job, that job failed with WorkerCrashed (and is
+  retried per ``retries``); otherwise every job of the chunk goes back on the
+  channel alone, its attempt not counted, so the crash is charged only to the job
+  that causes it again.
+* **Timeout** (chunks hold one job then): the process is terminated (SIGTERM, then
+  SIGKILL after a grace period) and replaced; the job fails with JobTimeout.
+* **Cancelled call** (a consumer that left): a chunk still running is abandoned by
+  killing its process; nobody is waiting for it.
+
+Workers start with the ``forkserver`` method by default on Linux: forking the
+parent itself (``fork``) copies whatever locks its other threads hold, and the
+pool's parent always has threads; ``spawn`` is safe too but starts each worker (and
+each replacement after a crash) as a fresh interpreter, tens of milliseconds where
+a fork from the server takes a few. Workers exit when the pool closes, and by
+themselves when the parent dies (see ``_process_worker``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import multiprocessing
+import signal
+import sys
+import threading
+from collections import OrderedDict
+from multiprocessing.connection import wait
+from multiprocessing.context import BaseContext
+from time import monotonic
+from typing import Any
+
+import cloudpickle
+
+from ._backend import Backend, Call, Job
+from ._channel import Channel
+from ._exceptions import ChannelClosed, RemoteError, WorkerCrashed
+from ._process_worker import KNOWN_FUNCTIONS, worker_main
+from ._result import Result
+
+__all__ = ["ProcessBackend", "default_start_method"]
+
+_names = itertools.count(1)
+_call_keys = itertools.count(1)
+
+# How long a terminated worker gets to exit on SIGTERM before SIGKILL.
+TERMINATE_GRACE = 1.0
+# How often a slot waiting for a chunk checks whether its call was cancelled.
+_POLL_SECONDS = 0.1
+
+Chunk = tuple[Call, list[Job]]
+
+
+def default_start_method() -> str:
+    """``forkserver`` where it exists (POSIX but macOS), else ``spawn``."""
+    if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
+        return "forkserver"
+    return "spawn"
+
+
+def _check_start_method(mp_context: object) -> BaseContext:
+    if mp_context is None:
+        context = multiprocessing.get_context(default_start_method())
+    elif isinstance(mp_context, str):
+        if mp_context not in multiprocessing.get_all_start_methods():
+            methods = ", ".join(map(repr, multiprocessing.get_all_start_methods()))
+            raise ValueError(
+                f"mp_context must be one of {methods} or a context, not {mp_context!r}"
+            )
+        context = multiprocessing.get_context(mp_context)
+    elif isinstance(mp_context, BaseContext):
+        context = mp_context
+    else:
+        raise TypeError(f"mp_context must be a start method name or a context, not {mp_context!r}")
+    if context.get_start_method() == "forkserver":
+        context.set_forkserver_preload(["chanflow._process_worker"])
+    return context
+
+
+def _death(process: Any) -> str:
+    code = process.exitcode
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"worker process {process.pid} was killed by {name}"
+    return f"worker process {process.pid} exited with code {code}"
+
+
+class _InitFailed(Exception):
+    """The worker initializer raised: every job fails with this, no worker restarts."""
+
+
+class _Worker:
+    """One worker process and the pipe to it, driven by one slot thread."""
+
+    def __init__(self, context: BaseContext, initializer: bytes) -> None:
+        self.conn, child_conn = context.Pipe(duplex=True)
+        lifeline_reader, self._lifeline = context.Pipe(duplex=False)
+        self.process = context.Process(  # type: ignore[attr-defined]
+            target=worker_main,
+            args=(child_conn, lifeline_reader, initializer),
+            name=f"chanflow-process-{next(_names)}",
+            daemon=True,
+        )
+        self.process.start()
+        child_conn.close()
+        lifeline_reader.close()
+        self.jobs_run = 0
+        self.known: OrderedDict[int, None] = OrderedDict()
+        reply = self.receive(None)
+        if reply is None:
+            self.stop()
+            raise _InitFailed(f"the worker initializer could not run: {_death(self.process)}")
+        if reply[0] == "init-failed":
+            self.stop()
+            raise _InitFailed(f"the worker initializer failed:\n{reply[1]}")
+
+    def receive(self, timeout: float | None) -> Any:
+        """The next message, None if the process died, or ``...`` on timeout."""
+        ready = wait([self.conn, self.process.sentinel], timeout)
+        if not ready:
+            return ...
+        if self.conn in ready:
+            try:
+                return cloudpickle.loads(self.conn.recv_bytes())
+            except (EOFError, OSError):
+                return None
+        return None
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        self.conn.send_bytes(cloudpickle.dumps(message))
+
+    def ensure_function(self, key: int, fn_bytes: bytes) -> None:
+        if key in self.known:
+            return
+        if len(self.known) >= KNOWN_FUNCTIONS:
+            self.known.popitem(last=False)
+        self.known[key] = None
+        self.conn.send_bytes(cloudpickle.dumps(("fn", key, fn_bytes)))
+
+    def stop(self, kill: bool = False) -> None:
+        """End the process: politely, or at once with ``kill`` (SIGTERM, then SIGKILL)."""
+        process = self.process
+        if not kill and process.is_alive():
+            try:
+                self.send(("stop",))
+            except OSError:
+                pass
+            process.join(TERMINATE_GRACE)
+        if process.is_alive():
+            process.terminate()
+            process.join(TERMINATE_GRACE)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        self.conn.close()
+        self._lifeline.close()
+
+
+class ProcessBackend(Backend):
+    """Runs jobs in up to ``workers`` worker processes (see the module docstring)."""
+
+    kind = "process"
+    # A chunk's round trip (pickling, two pipe writes, two thread wake-ups) costs
+    # some 100-300 us: chunks of ~20 ms of work keep that near 1%.
+    chunk_seconds = 0.02
+    max_chunk = 4096
+
+    def __init__(
+        self,
+        workers: int,
+        *,
+        mp_context: object = None,
+        initializer: Any = None,
+        initargs: tuple[Any, ...] = (),
+        max_jobs_per_worker: int | None = None,
+    ) -> None:
+        self.workers = workers
+        self._context = _check_start_method(mp_context)
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be callable, not {initializer!r}")
+        if max_jobs_per_worker is not None and (
+            isinstance(max_jobs_per_worker, bool)
+            or not isinstance(max_jobs_per_worker, int)
+            or max_jobs_per_worker < 1
+        ):
+            raise ValueError(
+                f"max_jobs_per_worker must be an int >= 1 or None, not {max_jobs_per_worker!r}"
+            )
+        self._max_jobs = max_jobs_per_worker
+        self._initializer = bytes(cloudpickle.dumps((initializer, tuple(initargs))))
+        self._queue: Channel[Chunk] = Channel(math.inf)
+        self._lock = threading.Lock()
+        self._slots: list[threading.Thread] = []
+        self._fn_cache: dict[int, tuple[int, bytes | BaseException]] = {}
+        self._init_error: _InitFailed | None = None
+
+    def default_buffer(self) -> int:
+        # Chunks of hundreds of jobs are what make small jobs cheap here, and each
+        # worker needs one chunk running and one waiting.
+        return 2 * self.workers * 512
+
+    def chunk_cap(self, buffer: int) -> int:
+        # Unlike threads (one GIL), processes run in parallel: the buffer must hold a
+        # chunk running and a chunk waiting for every worker.
+        cap = max(1, buffer // (2 * self.workers))
+        return cap if self._max_jobs is None else min(cap, self._max_jobs)
+
+    def first_fill(self, buffer: int) -> int:
+        # Until the first chunk reports how long a job takes, send one job per worker,
+        # rather than split the whole buffer into one-job chunks.
+        return min(buffer, self.workers)
+
+    def submit(self, call: Call, jobs: list[Job]) -> None:
+        try:
+            self._queue.send_nowait((call, jobs))
+        except ChannelClosed:
+            raise RuntimeError("the worker pool is closed") from None
+        if len(self._slots) < self.workers:
+            self._start_slots()
+
+    def _start_slots(self) -> None:
+        with self._lock:
+            while len(self._slots) < self.workers and not self._queue.closed:
+                slot = threading.Thread(
+                    target=self._serve, name=f"chanflow-process-slot-{next(_names)}", daemon=True
+                )
+                self._slots.append(slot)
+                slot.start()
+
+    # -- a slot -------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        worker: _Worker | None = None
+        try:
+            for call, jobs in self._queue:
+                worker = self._run_chunk(worker, call, jobs)
+        finally:
+            if worker is not None:
+                worker.stop()
+
+    def _function(self, call: Call) -> tuple[int, bytes | BaseException]:
+        """A key and the pickled function of ``call`` (or why it cannot be pickled)."""
+        with self._lock:
+            cached = self._fn_cache.get(id(call))
+        if cached is not None:
+            return cached
+        try:
+            pickled: bytes | BaseException = bytes(cloudpickle.dumps(call.fn))
+        except Exception as error:
+            pickled = TypeError(
+                f"the job function {call.fn!r} cannot be sent to a worker process: {error}"
+            )
+        with self._lock:
+            cached = self._fn_cache.setdefault(id(call), (next(_call_keys), pickled))
+        call.context.after_func(lambda: self._forget(id(call)))
+        return cached
+
+    def _forget(self, call_id: int) -> None:
+        with self._lock:
+            self._fn_cache.pop(call_id, None)
+
+    def _run_chunk(self, worker: _Worker | None, call: Call, jobs: list[Job]) -> _Worker | None:
+        started = [job for job in jobs if call.begin(job)]
+        if not started:
+            return worker
+        call.chunk_started()
+        results: list[Result[Any]] = []
+        seconds = 0.0
+        try:
+            key, pickled = self._function(call)
+            if isinstance(pickled, BaseException):
+                self._fail_all(call, started, pickled, results)
+                return worker
+            budget = self._max_jobs
+            if (
+                worker is not None
+                and budget is not None
+                and worker.jobs_run + len(started) > budget
+            ):
+                worker.stop()  # recycle: this chunk would take it past its budget
+                worker = None
+            try:
+                worker = worker or self._new_worker()
+            except _InitFailed as error:
+                self._fail_all(call, started, error, results)
+                return None
+            worker, seconds = self._exchange(worker, call, key, pickled, started, results)
+            return worker
+        finally:
+            # Only a chunk that ran to the end measures anything (a crash or a timeout
+            # says nothing about how long jobs take).
+            call.chunk_ended(results, len(started) if seconds > 0 else 0, seconds)
+
+    def _over_budget(self, worker: _Worker, jobs: int) -> bool:
+        return self._max_jobs is not None and worker.jobs_run + jobs > self._max_jobs
+
+    def _new_worker(self) -> _Worker:
+        if self._init_error is not None:
+            raise self._init_error
+        try:
+            return _Worker(self._context, self._initializer)
+        except _InitFailed as error:
+            self._init_error = error
+            raise
+
+    @staticmethod
+    def _fail_all(
+        call: Call, jobs: list[Job], error: BaseException, results: list[Result[Any]]
+    ) -> None:
+        for job in jobs:
+            result = call.failed(job, error)
+            if result is not None:
+                results.append(result)
+
+    def _exchange(
+        self,
+        worker: _Worker,
+        call: Call,
+        key: int,
+        fn_bytes: bytes,
+        jobs: list[Job],
+        results: list[Result[Any]],
+    ) -> tuple[_Worker | None, float]:
+        """Send one chunk and collect its outcomes; the worker to keep (or None) and its time."""
+        sendable, message = self._encode(call, key, jobs, results)
+        if not sendable:
+            return worker, 0.0
+        try:
+            worker.ensure_function(key, fn_bytes)
+            worker.conn.send_bytes(message)
+        except OSError:
+            pass  # the process died already: receive() reports it
+        deadline = None if call.timeout is None else monotonic() + call.timeout
+        while True:
+            wait_for = _POLL_SECONDS
+            if deadline is not None:
+                wait_for = min(wait_for, max(0.0, deadline - monotonic()))
+            reply = worker.receive(wait_for)
+            if reply is ...:
+                if call.cancelled:
+                    worker.stop(kill=True)
+                    call.stats.cancelled(len(sendable))
+                    return None, 0.0
+                if deadline is not None and monotonic() >= deadline:
+                    worker.stop(kill=True)
+                    for job in sendable:
+                        self._collect(call, job, call.timed_out(job), None, results)
+                    return None, 0.0
+                continue
+            if reply is None:
+                self._crashed(worker, call, sendable, results)
+                return None, 0.0
+            _, outcomes, seconds = reply
+            worker.jobs_run += len(sendable)
+            for job, (ok, payload) in zip(sendable, outcomes, strict=True):
+                if ok:
+                    results.append(call.succeeded(job, payload))
+                else:
+                    self._collect(call, job, *_error_of(payload), results)
+            return worker, seconds
+
+    def _encode(
+        self, call: Call, key: int, jobs: list[Job], results: list[Result[Any]]
+    ) -> tuple[list[Job], bytes]:
+        """The jobs whose input can be pickled and their message; the others fail clearly."""
+        try:
+            return jobs, bytes(cloudpickle.dumps(("run", key, [job.item for job in jobs])))
+        except Exception:
+            pass
+        sendable = []
+        for job in jobs:
+            try:
+                cloudpickle.dumps(job.item)
+                sendable.append(job)
+            except Exception as error:
+                message = f"job {job.index} ({job.item!r:.200}) cannot be sent to a worker process"
+                self._collect(call, job, TypeError(f"{message}: {error}"), None, results)
+        return sendable, bytes(cloudpickle.dumps(("run", key, [job.item for job in sendable])))
+
+    @staticmethod
+    def _collect(
+        call: Call,
+        job: Job,
+        error: BaseException,
+        traceback: str | None,
+        results: list[Result[Any]],
+    ) -> None:
+        result = call.failed(job, error, traceback)
+        if result is not None:
+            results.append(result)
+
+    def _crashed(
+        self, worker: _Worker, call: Call, jobs: list[Job], results: list[Result[Any]]
+    ) -> None:
+        worker.process.join(TERMINATE_GRACE)
+        death = _death(worker.process)
+        worker.stop(kill=True)
+        if len(jobs) == 1:
+            [job] = jobs
+            error = WorkerCrashed(f"{death} while running job {job.index}")
+            self._collect(call, job, error, None, results)
+            return
+        for job in jobs:  # isolate the culprit: each runs alone, this attempt not counted
+            job.attempts -= 1
+            try:
+                self._queue.send_nowait((call, [job]))
+            except ChannelClosed:
+                call.stats.cancelled()
+
+    # -- closing ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._queue.close()
+        with self._lock:
+            slots = list(self._slots)
+        for slot in slots:
+            slot.join()
+
+
+def _error_of(payload: tuple[Any, str, str, str]) -> tuple[BaseException, str]:
+    error, type_name, message, traceback = payload
+    if isinstance(error, BaseException):
+        return error, traceback
+    return RemoteError(type_name, message), traceback

@@ -1,0 +1,310 @@
+"""The process backend: real worker processes, real crashes, real signals.
+
+The backend-parametrised suite (tests/test_pool.py) does not run on processes yet:
+its job bodies share threading events and lists with the test, which processes
+cannot. These tests cover what is particular to processes; the jobs report back
+through their return values or the filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import chanflow as cf
+
+
+class Boom(Exception):
+    pass
+
+
+def no_backoff(attempt: int) -> float:
+    return 0.0
+
+
+def square(job: int) -> int:
+    return job * job
+
+
+def crash_on(bad: set[int]) -> Any:
+    def job(index: int) -> int:
+        if index in bad:
+            os._exit(3)
+        return index
+
+    return job
+
+
+def pids_alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        alive.add(pid)
+    return alive
+
+
+def wait_until_gone(pids: set[int], seconds: float) -> set[int]:
+    deadline = time.monotonic() + seconds
+    while (alive := pids_alive(pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
+@pytest.fixture
+def pool() -> Any:
+    with cf.WorkerPool(workers=2, backend="process") as shared:
+        yield shared
+
+
+# -- basics ---------------------------------------------------------------------------------
+
+
+def test_map_keeps_input_order_with_lambdas_and_closures(pool: cf.WorkerPool) -> None:
+    offset = 7
+    assert list(pool.map(lambda job: job + offset, range(2_000))) == [
+        job + offset for job in range(2_000)
+    ]
+    assert sorted(result.value for result in pool.results(square, range(100))) == sorted(
+        job * job for job in range(100)
+    )
+
+
+def test_jobs_run_in_worker_processes(pool: cf.WorkerPool) -> None:
+    pids = set(pool.map(lambda job: os.getpid(), range(200)))
+    assert os.getpid() not in pids
+    assert 1 <= len(pids) <= 2
+
+
+def test_errors_keep_their_type_and_traceback(pool: cf.WorkerPool) -> None:
+    def body(job: int) -> int:
+        if job == 2:
+            raise Boom(f"bad {job}")
+        return job
+
+    results = {result.index: result for result in pool.results(body, range(4))}
+    bad = results[2]
+    assert isinstance(bad.error, Boom)
+    assert str(bad.error) == "bad 2"
+    assert bad.traceback is not None
+    assert "Boom: bad 2" in bad.traceback
+    assert "in body" in bad.traceback, "the worker's own traceback"
+    assert [results[job].value for job in (0, 1, 3)] == [0, 1, 3]
+    with pytest.raises(Boom, match="bad 2"):
+        list(pool.map(body, range(4)))
+
+
+def test_what_cannot_be_pickled_fails_its_own_job_clearly(pool: cf.WorkerPool) -> None:
+    lock = threading.Lock()
+    results = {result.index: result for result in pool.results(repr, [1, lock, 3])}
+    assert (results[0].ok, results[2].ok) == (True, True)
+    assert isinstance(results[1].error, TypeError)
+    assert "cannot be sent to a worker process" in str(results[1].error)
+    assert "lock" in str(results[1].error)
+
+    back = {result.index: result for result in pool.results(lambda j: threading.Lock(), [1])}
+    assert not back[0].ok
+    assert "cannot be sent back" in str(back[0].error)
+
+
+def test_an_unpicklable_function_fails_every_job_without_hanging(pool: cf.WorkerPool) -> None:
+    lock = threading.Lock()
+    results = list(pool.results(lambda job: lock.locked(), range(3)))
+    assert len(results) == 3
+    assert all(isinstance(result.error, TypeError) for result in results)
+
+
+def test_a_50_mb_result_comes_back(pool: cf.WorkerPool) -> None:
+    [blob] = pool.map(lambda size: b"x" * size, [50 * 1024 * 1024])
+    assert len(blob) == 50 * 1024 * 1024
+
+
+def test_workers_default_to_the_cpu_count() -> None:
+    with cf.WorkerPool(backend="process") as pool:
+        list(pool.map(square, range(10)))
+        stats = pool.stats()
+    assert stats.completed == 10
+    assert pool._process_backend is not None
+    assert pool._process_backend.workers == (os.cpu_count() or 1)
+
+
+# -- crashes and timeouts ---------------------------------------------------------------------
+
+
+def test_a_crash_fails_only_the_job_that_caused_it() -> None:
+    with cf.WorkerPool(workers=2, backend="process", retries=1, backoff=no_backoff) as pool:
+        results = list(pool.results(crash_on({5, 77}), range(300)))
+    assert Counter(result.index for result in results) == Counter(range(300))
+    failed = {result.index: result for result in results if not result.ok}
+    assert set(failed) == {5, 77}
+    for result in failed.values():
+        assert isinstance(result.error, cf.WorkerCrashed)
+        assert "exited with code 3" in str(result.error)
+        assert result.attempts == 2, "retried once, as asked"
+    assert all(result.attempts == 1 for result in results if result.ok)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_exactly_once_under_random_crashes(seed: int) -> None:
+    rng = random.Random(seed)
+    bad = {job for job in range(1_000) if rng.random() < 0.02}
+    with cf.WorkerPool(workers=2, backend="process") as pool:
+        values = list(pool.map(crash_on(bad), range(1_000), dead_letters=lambda r: None))
+        stats = pool.stats()
+    assert values == [job for job in range(1_000) if job not in bad]
+    assert (stats.completed, stats.failed, stats.in_flight) == (1_000 - len(bad), len(bad), 0)
+
+
+def test_sigkill_of_a_worker_mid_job_is_a_worker_crash() -> None:
+    def body(job: int) -> int:
+        if job == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return job
+
+    with cf.WorkerPool(workers=2, backend="process") as pool:
+        results = {result.index: result for result in pool.results(body, range(10))}
+    assert isinstance(results[3].error, cf.WorkerCrashed)
+    assert "SIGKILL" in str(results[3].error)
+    assert all(results[job].ok for job in range(10) if job != 3)
+
+
+def test_a_timeout_kills_the_hung_worker_and_capacity_holds() -> None:
+    def body(job: int) -> int:
+        if job == 0:
+            time.sleep(60)
+        return os.getpid()
+
+    start = time.monotonic()
+    with cf.WorkerPool(workers=2, backend="process", timeout=0.5) as pool:
+        results = {result.index: result for result in pool.results(body, range(20))}
+    assert time.monotonic() - start < 10
+    assert isinstance(results[0].error, cf.JobTimeout)
+    hung_pid_gone = [result.value for result in results.values() if result.ok]
+    assert len(hung_pid_gone) == 19
+
+
+# -- workers: initializer, state, recycling --------------------------------------------------------
+
+
+def load_model(size: int) -> None:
+    cf.worker_state()["model"] = list(range(size))
+
+
+def test_initializer_and_worker_state() -> None:
+    def body(job: int) -> tuple[int, int]:
+        state = cf.worker_state()
+        state["jobs"] = state.get("jobs", 0) + 1
+        return len(state["model"]), os.getpid()
+
+    with cf.WorkerPool(workers=2, backend="process", initializer=load_model, initargs=(5,)) as pool:
+        outcomes = list(pool.map(body, range(50)))
+    assert {size for size, _ in outcomes} == {5}
+
+
+def failing_initializer() -> None:
+    raise RuntimeError("no model file")
+
+
+def test_an_initializer_failure_is_a_clear_error_not_a_hang() -> None:
+    start = time.monotonic()
+    with cf.WorkerPool(workers=2, backend="process", initializer=failing_initializer) as pool:
+        results = list(pool.results(square, range(5)))
+    assert time.monotonic() - start < 10
+    assert len(results) == 5
+    for result in results:
+        assert not result.ok
+        assert "initializer failed" in str(result.error)
+        assert "no model file" in str(result.error)
+
+
+def test_max_jobs_per_worker_recycles_workers() -> None:
+    with cf.WorkerPool(workers=2, backend="process", max_jobs_per_worker=3) as pool:
+        pids = list(pool.map(lambda job: os.getpid(), range(30)))
+    assert max(Counter(pids).values()) <= 3
+    assert len(set(pids)) >= 10
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("mp_context", "teleport"),
+        ("max_jobs_per_worker", 0),
+        ("initializer", 42),
+    ],
+)
+def test_bad_process_settings_are_refused(setting: str, value: object) -> None:
+    with pytest.raises((TypeError, ValueError), match=setting):
+        cf.WorkerPool(backend="process", **{setting: value})  # type: ignore[arg-type]
+
+
+# -- no orphans ---------------------------------------------------------------------------------
+
+_PARENT = """
+import os, sys, time
+import chanflow as cf
+
+def pid(job):
+    if job < 2:
+        time.sleep(float(sys.argv[1]))  # two workers stay busy
+    return os.getpid()
+
+if __name__ == "__main__":  # worker processes import this file too (forkserver)
+    with cf.WorkerPool(workers=2, backend="process") as pool:
+        pids = set(pool.map(pid, range(2, 200)))
+        print(" ".join(map(str, sorted(pids))), flush=True)
+        print("running", flush=True)
+        list(pool.map(pid, range(2)))
+"""
+
+
+def start_parent(tmp_path: Path) -> tuple[subprocess.Popen[str], set[int]]:
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT)
+    child = subprocess.Popen(
+        [sys.executable, str(script), "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        pids = {int(word) for word in child.stdout.readline().split()}
+        assert child.stdout.readline() == "running\n"
+        assert pids and pids_alive(pids) == pids
+    except BaseException:
+        child.kill()
+        child.communicate()
+        raise
+    return child, pids
+
+
+def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
+    child, pids = start_parent(tmp_path)
+    child.kill()  # SIGKILL: no cleanup runs in the parent
+    child.communicate(timeout=5)
+    assert wait_until_gone(pids, 5.0) == set(), "orphaned workers"
+
+
+def test_ctrl_c_in_the_parent_leaves_no_worker(tmp_path: Path) -> None:
+    child, pids = start_parent(tmp_path)
+    time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    try:
+        _, stderr = child.communicate(timeout=5.0)
+    finally:
+        child.kill()
+        child.wait()
+    assert "KeyboardInterrupt" in stderr
+    assert wait_until_gone(pids, 5.0) == set()
