@@ -308,3 +308,13 @@ def test_ctrl_c_in_the_parent_leaves_no_worker(tmp_path: Path) -> None:
         child.wait()
     assert "KeyboardInterrupt" in stderr
     assert wait_until_gone(pids, 5.0) == set()
+
+
+def test_chunksize_fixes_the_jobs_per_chunk() -> None:
+    with cf.WorkerPool(workers=2, backend="process", chunksize=10, max_jobs_per_worker=10) as pool:
+        pids = list(pool.map(lambda job: os.getpid(), range(100)))
+    # Each worker runs exactly one chunk of 10 before it is recycled.
+    assert sorted(Counter(pids).values()) == [10] * 10
+    assert [pids[start : start + 10] == [pids[start]] * 10 for start in range(0, 100, 10)] == [
+        True
+    ] * 10

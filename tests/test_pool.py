@@ -1070,6 +1070,7 @@ def test_auto_backend_picks_by_the_kind_of_function() -> None:
         ("workers", 2.5),
         ("backend", "fibres"),
         ("buffer", 0),
+        ("chunksize", 0),
         ("retries", -1),
         ("timeout", -1.0),
         ("rate", "fast"),

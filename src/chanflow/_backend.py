@@ -144,6 +144,7 @@ class Call:
 
     __slots__ = (
         "_chunk",
+        "_fixed_chunk",
         "_seconds_per_job",
         "backend",
         "calibrated",
@@ -168,6 +169,7 @@ class Call:
         stats: StatsRecorder,
         context: Context,
         deliver: Callable[[list[Result[Any]]], object],
+        chunksize: int | None = None,
     ) -> None:
         self.fn = fn
         self.backend = backend
@@ -179,10 +181,12 @@ class Call:
         self.deliver = deliver
         self.cancelled = False
         self._seconds_per_job: float | None = None
-        self._chunk = 1
+        self._chunk = chunksize or 1
+        self._fixed_chunk = chunksize is not None
         # True once chunk sizes are known: after the first measurement, or at once
-        # when every chunk holds one job anyway (with a timeout or a rate).
-        self.calibrated = timeout is not None or limiter is not None
+        # when every chunk holds one job anyway (with a timeout or a rate) or the
+        # caller fixed the size.
+        self.calibrated = timeout is not None or limiter is not None or self._fixed_chunk
 
     # -- chunking ---------------------------------------------------------------------
 
@@ -192,7 +196,7 @@ class Call:
 
     def measured(self, jobs: int, seconds: float) -> None:
         """A worker ran ``jobs`` attempts in ``seconds``: adapt the chunk size."""
-        if self.timeout is not None or self.limiter is not None or jobs <= 0:
+        if self.timeout is not None or self.limiter is not None or self._fixed_chunk or jobs <= 0:
             return
         per_job = seconds / jobs
         self.calibrated = True
