@@ -1,7 +1,8 @@
 """Run chanflow's benchmarks and print the machine, tables and the targets.
 
-Two sections: ``channel`` (handoffs through channels, bench_channel.py) and
-``pool`` (the worker pool, bench_pool.py). Usage::
+Three sections: ``channel`` (handoffs through channels, bench_channel.py),
+``pool`` (the worker pool on threads and asyncio, bench_pool.py) and ``process``
+(the process backend, bench_process.py). Usage::
 
     .venv/bin/python benchmarks/run.py               # both sections, about 5 minutes on 2 cores
     .venv/bin/python benchmarks/run.py --only pool   # one section: channel or pool
@@ -43,11 +44,18 @@ from bench_pool import (
     pool_table_lines,
     pool_target_lines,
 )
+from bench_process import (
+    build_process_scenarios,
+    measure_crashes,
+    measure_startup,
+    process_lines,
+    process_target_lines,
+)
 
 QUICK_SCALE = 0.05
 QUICK_ROUNDS = 2
 FULL_ROUNDS = 7
-SECTIONS = ("channel", "pool")
+SECTIONS = ("channel", "pool", "process")
 
 
 def cpu_model() -> str:
@@ -243,6 +251,22 @@ def run_pool(args: argparse.Namespace, rounds: int, scale: float, mode: str) -> 
         print("\n".join(sample_lines(scenarios, results)))
 
 
+def run_process(args: argparse.Namespace, rounds: int, scale: float, mode: str) -> None:
+    """The process backend section: overhead and CPU in rounds, start-up, crashes."""
+    scenarios, notes = build_process_scenarios(scale)
+    print(f"\n== process backend: {mode} run, {rounds} interleaved rounds...", flush=True)
+    started = time.perf_counter()
+    results = measure_all(scenarios, rounds, _progress)
+    startup = measure_startup(max(1, rounds // 2))
+    crashes = measure_crashes(max(1, rounds // 2), scale)
+    print(f"measured in {time.perf_counter() - started:.0f} s\n")
+    print("\n".join(process_lines(scenarios, results, startup, crashes)))
+    for note in notes:
+        print(f"note: {note}")
+    print()
+    print("\n".join(process_target_lines(results, crashes)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else FULL_ROUNDS)
@@ -253,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         run_channel(args, rounds, scale, mode)
     if args.only in (None, "pool"):
         run_pool(args, rounds, scale, mode)
+    if args.only in (None, "process"):
+        run_process(args, rounds, scale, mode)
     return 0
 
 

@@ -260,7 +260,7 @@ def pid(job):
         time.sleep(float(sys.argv[1]))  # two workers stay busy
     return os.getpid()
 
-if __name__ == "__main__":  # worker processes import this file too (forkserver)
+if __name__ == "__main__":
     with cf.WorkerPool(workers=2, backend="process") as pool:
         pids = set(pool.map(pid, range(2, 200)))
         print(" ".join(map(str, sorted(pids))), flush=True)
@@ -318,3 +318,28 @@ def test_chunksize_fixes_the_jobs_per_chunk() -> None:
     assert [pids[start : start + 10] == [pids[start]] * 10 for start in range(0, 100, 10)] == [
         True
     ] * 10
+
+
+_NO_GUARD = """
+import os
+import chanflow as cf
+
+def twice(job):
+    return 2 * job
+
+# No `if __name__ == "__main__":` guard: workers never import this script again.
+with cf.WorkerPool(workers=2, backend="process") as pool:
+    print(sum(pool.map(twice, range(100))), len(set(pool.map(lambda j: os.getpid(), range(50)))))
+"""
+
+
+def test_a_script_without_a_main_guard_works(tmp_path: Path) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(_NO_GUARD)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    total, workers = done.stdout.split()
+    assert total == str(2 * sum(range(100)))
+    assert 1 <= int(workers) <= 2

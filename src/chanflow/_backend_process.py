@@ -7,10 +7,11 @@ or the process's death. Because one thread watches one process, a crash, a hang 
 a timeout touches only that slot's chunk:
 
 * **Crash** (segfault, ``os._exit``, SIGKILL, OOM): the slot starts a new process.
-  If the lost chunk held one job, that job failed with WorkerCrashed (and is
-  retried per ``retries``); otherwise every job of the chunk goes back on the
-  channel alone, its attempt not counted, so the crash is charged only to the job
-  that causes it again.
+  The worker writes the position of the job it is running into a shared integer
+  before each job, so the crash is charged to exactly that job (WorkerCrashed,
+  retried per ``retries``); the chunk's other jobs go back on the channel, their
+  lost attempt not counted. (A worker that died between jobs has each job of the
+  chunk run alone.)
 * **Timeout** (chunks hold one job then): the process is terminated (SIGTERM, then
   SIGKILL after a grace period) and replaced; the job fails with JobTimeout.
 * **Cancelled call** (a consumer that left): a chunk still running is abandoned by
@@ -21,7 +22,8 @@ parent itself (``fork``) copies whatever locks its other threads hold, and the
 pool's parent always has threads; ``spawn`` is safe too but starts each worker (and
 each replacement after a crash) as a fresh interpreter, tens of milliseconds where
 a fork from the server takes a few. Workers exit when the pool closes, and by
-themselves when the parent dies (see ``_process_worker``).
+themselves when the parent dies (see ``_process_worker``). Workers do not import
+the parent's main script (see ``_main_module_hidden``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import signal
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import wait
 from multiprocessing.context import BaseContext
 from time import monotonic
@@ -96,6 +100,37 @@ def _death(process: Any) -> str:
     return f"worker process {process.pid} exited with code {code}"
 
 
+_main_lock = threading.Lock()
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start a worker without telling it where ``__main__`` came from.
+
+    multiprocessing has every spawned or forkserver child import the parent's main
+    script again (as ``__mp_main__``), so that functions defined there can be found
+    by name. Workers here never need that: cloudpickle sends such functions by
+    value. Hiding ``__main__``'s ``__file__`` and ``__spec__`` while a worker starts
+    saves that import (from a few ms to over 100 ms per worker, again for each
+    replacement after a crash) and means a script needs no
+    ``if __name__ == "__main__":`` guard to use the process backend.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    with _main_lock:
+        names: tuple[str, ...] = ("__file__", "__spec__")
+        saved = {name: vars(main)[name] for name in names if name in vars(main)}
+        main.__dict__.pop("__file__", None)
+        main.__spec__ = None
+        try:
+            yield
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
+
+
 class _InitFailed(Exception):
     """The worker initializer raised: every job fails with this, no worker restarts."""
 
@@ -106,13 +141,15 @@ class _Worker:
     def __init__(self, context: BaseContext, initializer: bytes) -> None:
         self.conn, child_conn = context.Pipe(duplex=True)
         lifeline_reader, self._lifeline = context.Pipe(duplex=False)
+        self.progress = context.RawValue("l", -1)
         self.process = context.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child_conn, lifeline_reader, initializer),
+            args=(child_conn, lifeline_reader, self.progress, initializer),
             name=f"chanflow-process-{next(_names)}",
             daemon=True,
         )
-        self.process.start()
+        with _main_module_hidden():
+            self.process.start()
         child_conn.close()
         lifeline_reader.close()
         self.jobs_run = 0
@@ -336,6 +373,7 @@ class ProcessBackend(Backend):
         sendable, message = self._encode(call, key, jobs, results)
         if not sendable:
             return worker, 0.0
+        worker.progress.value = -1
         try:
             worker.ensure_function(key, fn_bytes)
             worker.conn.send_bytes(message)
@@ -405,18 +443,26 @@ class ProcessBackend(Backend):
     ) -> None:
         worker.process.join(TERMINATE_GRACE)
         death = _death(worker.process)
+        position = worker.progress.value
         worker.stop(kill=True)
-        if len(jobs) == 1:
-            [job] = jobs
-            error = WorkerCrashed(f"{death} while running job {job.index}")
-            self._collect(call, job, error, None, results)
-            return
-        for job in jobs:  # isolate the culprit: each runs alone, this attempt not counted
-            job.attempts -= 1
+        if len(jobs) == 1 or 0 <= position < len(jobs):
+            culprit = jobs[0] if len(jobs) == 1 else jobs[position]
+            error = WorkerCrashed(f"{death} while running job {culprit.index}")
+            self._collect(call, culprit, error, None, results)
+            others = [job for job in jobs if job is not culprit]
+            self._run_again(call, [others] if others else [])
+        else:  # it died between jobs: run each alone, so a culprit shows itself
+            self._run_again(call, [[job] for job in jobs])
+
+    def _run_again(self, call: Call, chunks: list[list[Job]]) -> None:
+        """Queue jobs lost with a crashed worker again; the lost attempt does not count."""
+        for chunk in chunks:
+            for job in chunk:
+                job.attempts -= 1
             try:
-                self._queue.send_nowait((call, [job]))
+                self._queue.send_nowait((call, chunk))
             except ChannelClosed:
-                call.stats.cancelled()
+                call.stats.cancelled(len(chunk))
 
     # -- closing ------------------------------------------------------------------------
 

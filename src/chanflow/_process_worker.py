@@ -51,10 +51,11 @@ def _error_outcome(error: BaseException) -> tuple[bool, Any]:
     return False, (error, type(error).__qualname__, str(error), text)
 
 
-def _run(fn: Any, items: list[Any]) -> list[tuple[bool, Any]]:
+def _run(fn: Any, items: list[Any], progress: Any) -> list[tuple[bool, Any]]:
     outcomes: list[tuple[bool, Any]] = []
     append = outcomes.append
-    for item in items:
+    for position, item in enumerate(items):
+        progress.value = position  # if this job kills the process, the parent knows it
         try:
             append((True, fn(item)))
         except BaseException as error:  # a job's failure, whatever it is, is its outcome
@@ -82,8 +83,12 @@ def _encode_done(outcomes: list[tuple[bool, Any]], seconds: float) -> bytes:
         return bytes(cloudpickle.dumps(("done", [_portable(o) for o in outcomes], seconds)))
 
 
-def worker_main(conn: Connection, lifeline: Connection, initializer: bytes) -> None:
-    """Serve chunks on ``conn`` until told to stop or the parent goes away."""
+def worker_main(conn: Connection, lifeline: Connection, progress: Any, initializer: bytes) -> None:
+    """Serve chunks on ``conn`` until told to stop or the parent goes away.
+
+    ``progress`` is a shared integer: the position in the current chunk of the job
+    running now, so that the parent can tell which job a crash belongs to.
+    """
     global _state
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(lifeline,), daemon=True).start()
@@ -106,7 +111,7 @@ def worker_main(conn: Connection, lifeline: Connection, initializer: bytes) -> N
         kind = message[0]
         if kind == "run":
             started = time.perf_counter()
-            outcomes = _run(functions[message[1]], message[2])
+            outcomes = _run(functions[message[1]], message[2], progress)
             conn.send_bytes(_encode_done(outcomes, time.perf_counter() - started))
         elif kind == "fn":
             if len(functions) >= KNOWN_FUNCTIONS:
