@@ -343,3 +343,13 @@ def test_a_script_without_a_main_guard_works(tmp_path: Path) -> None:
     total, workers = done.stdout.split()
     assert total == str(2 * sum(range(100)))
     assert 1 <= int(workers) <= 2
+
+
+def test_ordered_results_stay_in_order_when_some_jobs_cannot_be_sent(
+    pool: cf.WorkerPool,
+) -> None:
+    lock = threading.Lock()
+    jobs: list[Any] = [lock if job in (0, 2, 5) else job for job in range(8)]
+    results = list(pool.results(repr, jobs, ordered=True, chunksize=8))
+    assert [result.index for result in results] == list(range(8))
+    assert [result.ok for result in results] == [job not in (0, 2, 5) for job in range(8)]

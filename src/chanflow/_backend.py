@@ -222,6 +222,35 @@ class Call:
             job.deadline = now + self.timeout
         return True
 
+    def begin_all(self, jobs: list[Job]) -> list[Job]:
+        """Start an attempt of each job at once (one clock read); those not skipped.
+
+        For backends that hand a whole chunk to a worker process at once; the
+        attempts then start when the chunk is sent.
+        """
+        if self.cancelled:
+            self.stats.cancelled(len(jobs))
+            return []
+        now = monotonic()
+        deadline = None if self.timeout is None else now + self.timeout
+        for job in jobs:
+            if job.attempts == 0:
+                job.first_start = now
+            job.attempts += 1
+            job.deadline = deadline
+        return jobs
+
+    def succeeded_all(self, jobs: list[Job], values: list[Any]) -> list[Result[Any]]:
+        """The Results of jobs whose attempts all returned, ``values`` in the same order."""
+        now = monotonic()
+        for job in jobs:
+            if job._context is not None:
+                job.release_context()
+        return [
+            Result(job.item, job.index, value, None, job.attempts, now - job.first_start)
+            for job, value in zip(jobs, values, strict=True)
+        ]
+
     def succeeded(self, job: Job, value: Any) -> Result[Any]:
         """The attempt returned ``value``: the job's final Result."""
         if job._context is not None:
@@ -301,7 +330,8 @@ class Backend(ABC):
     pointing at the job (``enter_slot``), collecting ``call.succeeded(job, value)``
     or ``call.failed(job, error)`` (None when a retry was scheduled); a timed-out
     attempt fails with ``call.timed_out(job)``. It ends with
-    ``call.chunk_ended(results, ran, seconds)``, which also delivers the results.
+    ``call.chunk_ended(results, ran, seconds)``, which also delivers the results,
+    in the order of the chunk's jobs (an ordered consumer relies on it).
     """
 
     kind: str = "?"

@@ -308,7 +308,7 @@ class ProcessBackend(Backend):
             self._fn_cache.pop(call_id, None)
 
     def _run_chunk(self, worker: _Worker | None, call: Call, jobs: list[Job]) -> _Worker | None:
-        started = [job for job in jobs if call.begin(job)]
+        started = call.begin_all(jobs)
         if not started:
             return worker
         call.chunk_started()
@@ -335,6 +335,7 @@ class ProcessBackend(Backend):
             worker, seconds = self._exchange(worker, call, key, pickled, started, results)
             return worker
         finally:
+            results.sort(key=_index)  # jobs that could not be sent failed first
             # Only a chunk that ran to the end measures anything (a crash or a timeout
             # says nothing about how long jobs take).
             call.chunk_ended(results, len(started) if seconds > 0 else 0, seconds)
@@ -399,13 +400,17 @@ class ProcessBackend(Backend):
             if reply is None:
                 self._crashed(worker, call, sendable, results)
                 return None, 0.0
-            _, outcomes, seconds = reply
+            _, failures, values, seconds = reply
             worker.jobs_run += len(sendable)
-            for job, (ok, payload) in zip(sendable, outcomes, strict=True):
-                if ok:
-                    results.append(call.succeeded(job, payload))
+            if not failures:
+                results.extend(call.succeeded_all(sendable, values))
+                return worker, seconds
+            for position, (job, value) in enumerate(zip(sendable, values, strict=True)):
+                failure = failures.get(position)
+                if failure is None:
+                    results.append(call.succeeded(job, value))
                 else:
-                    self._collect(call, job, *_error_of(payload), results)
+                    self._collect(call, job, *_error_of(failure), results)
             return worker, seconds
 
     def _encode(
@@ -474,8 +479,12 @@ class ProcessBackend(Backend):
             slot.join()
 
 
-def _error_of(payload: tuple[Any, str, str, str]) -> tuple[BaseException, str]:
-    error, type_name, message, traceback = payload
+def _index(result: Result[Any]) -> int:
+    return result.index
+
+
+def _error_of(failure: tuple[Any, str, str, str]) -> tuple[BaseException, str]:
+    error, type_name, message, traceback = failure
     if isinstance(error, BaseException):
         return error, traceback
     return RemoteError(type_name, message), traceback

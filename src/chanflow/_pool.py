@@ -273,7 +273,7 @@ class _Run(Generic[T]):
         self.waits = 0
         self.refill_below = self.buffer
         self._next_out = 0
-        self._pending: dict[int, Result[Any]] = {}
+        self._pending: dict[int, list[Result[Any]]] = {}  # runs by their first index
         self.ready: deque[Result[Any]] = deque()
         self.dead: deque[Result[Any]] = deque()
 
@@ -334,34 +334,27 @@ class _Run(Generic[T]):
         for results in batches:
             self.returned += len(results)
             if not self.ordered:
-                if self.sink is None:
-                    self.ready.extend(results)
-                else:
-                    for result in results:
-                        self._release(result)
+                self._release(results)
                 continue
+            # Ordered: keep runs of consecutive indices (a chunk usually is one) under
+            # their first index, and release them once the head of the input arrives.
             pending = self._pending
-            if (
-                not pending
-                and self.sink is None
-                and results[0].index == self._next_out
-                and results[-1].index - results[0].index == len(results) - 1
-            ):
-                # The common case: a whole chunk (consecutive indices) at the head.
-                self.ready.extend(results)
-                self._next_out += len(results)
-                continue
-            for result in results:
-                pending[result.index] = result
+            for run in _consecutive_runs(results):
+                pending[run[0].index] = run
             while self._next_out in pending:
-                self._release(pending.pop(self._next_out))
-                self._next_out += 1
+                run = pending.pop(self._next_out)
+                self._release(run)
+                self._next_out += len(run)
 
-    def _release(self, result: Result[Any]) -> None:
-        if self.sink is not None and result.error is not None:
-            self.dead.append(result)
-        else:
-            self.ready.append(result)
+    def _release(self, results: list[Result[Any]]) -> None:
+        if self.sink is None:
+            self.ready.extend(results)
+            return
+        for result in results:
+            if result.error is not None:
+                self.dead.append(result)
+            else:
+                self.ready.append(result)
 
     def take_dead(self) -> Result[Any]:
         self.handed += 1
@@ -388,6 +381,20 @@ class _Run(Generic[T]):
             self.progress.close(self.call_stats.snapshot())
         if self.owns_sink and self.sink is not None:
             self.sink.close()
+
+
+def _consecutive_runs(results: list[Result[Any]]) -> list[list[Result[Any]]]:
+    """``results`` (in index order) split where indices stop being consecutive."""
+    first, last = results[0].index, results[-1].index
+    if last - first == len(results) - 1:
+        return [results]  # the common case: a whole chunk came back
+    runs: list[list[Result[Any]]] = [[results[0]]]
+    for result in results[1:]:
+        if result.index == runs[-1][-1].index + 1:
+            runs[-1].append(result)
+        else:
+            runs.append([result])
+    return runs
 
 
 def _total_of(jobs: object) -> int | None:

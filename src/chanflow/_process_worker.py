@@ -7,8 +7,10 @@ imports as little as it can. Every message is a cloudpickled tuple sent with
 parent -> worker: ``("fn", key, fn_bytes)`` registers a call's function;
 ``("run", key, items)`` runs it over ``items``; ``("stop",)`` ends the worker.
 worker -> parent: ``("ready",)`` once the initializer ran, or
-``("init-failed", error_text)``; ``("done", outcomes, seconds)`` per chunk, where each
-outcome is ``(True, value)`` or ``(False, (error, type_name, message, traceback))``.
+``("init-failed", error_text)``; ``("done", failures, values, seconds)`` per chunk:
+``values`` in item order (None where a job failed), ``failures`` by position, each
+``(error or None, type_name, message, traceback)``. A chunk that all went well
+travels as a plain list of values.
 
 A worker ignores SIGINT (the parent decides what Ctrl-C means) and exits by itself
 when the parent process dies: a thread waits on the *lifeline* pipe, whose other
@@ -46,41 +48,54 @@ def _watch_parent(lifeline: Connection) -> None:
     os._exit(70)
 
 
-def _error_outcome(error: BaseException) -> tuple[bool, Any]:
+Failure = tuple[Any, str, str, str]  # (the error or None, its type name, message, traceback)
+
+
+def _failure(error: BaseException) -> Failure:
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return False, (error, type(error).__qualname__, str(error), text)
+    return error, type(error).__qualname__, str(error), text
 
 
-def _run(fn: Any, items: list[Any], progress: Any) -> list[tuple[bool, Any]]:
-    outcomes: list[tuple[bool, Any]] = []
-    append = outcomes.append
+def _run(fn: Any, items: list[Any], progress: Any) -> tuple[dict[int, Failure], list[Any]]:
+    """Run ``fn`` over ``items``: the failures by position, and the values (None where failed)."""
+    failures: dict[int, Failure] = {}
+    values: list[Any] = []
+    append = values.append
     for position, item in enumerate(items):
         progress.value = position  # if this job kills the process, the parent knows it
         try:
-            append((True, fn(item)))
+            append(fn(item))
         except BaseException as error:  # a job's failure, whatever it is, is its outcome
-            append(_error_outcome(error))
-    return outcomes
+            append(None)
+            failures[position] = _failure(error)
+    return failures, values
 
 
-def _portable(outcome: tuple[bool, Any]) -> tuple[bool, Any]:
-    """The outcome, or a failure explaining why it cannot travel to the parent."""
-    ok, payload = outcome
+def _portable_failure(failure: Failure) -> Failure:
     try:
-        cloudpickle.dumps(payload[0] if not ok else payload)
-        return outcome
-    except Exception as error:
-        if ok:
-            message = f"the job's result {payload!r:.200} cannot be sent back: {error}"
-            return False, (None, "PicklingError", message, "")
-        return False, (None, payload[1], payload[2], payload[3])  # keep the text at least
-
-
-def _encode_done(outcomes: list[tuple[bool, Any]], seconds: float) -> bytes:
-    try:
-        return bytes(cloudpickle.dumps(("done", outcomes, seconds)))
+        cloudpickle.dumps(failure[0])
+        return failure
     except Exception:
-        return bytes(cloudpickle.dumps(("done", [_portable(o) for o in outcomes], seconds)))
+        return None, failure[1], failure[2], failure[3]  # keep the text at least
+
+
+def _encode_done(failures: dict[int, Failure], values: list[Any], seconds: float) -> bytes:
+    """The ``done`` message; what cannot be pickled becomes a failure that says so."""
+    try:
+        return bytes(cloudpickle.dumps(("done", failures, values, seconds)))
+    except Exception:
+        pass
+    failures = {position: _portable_failure(f) for position, f in failures.items()}
+    for position, value in enumerate(values):
+        if position in failures:
+            continue
+        try:
+            cloudpickle.dumps(value)
+        except Exception as error:
+            message = f"the job's result {value!r:.200} cannot be sent back: {error}"
+            failures[position] = (None, "PicklingError", message, "")
+            values[position] = None
+    return bytes(cloudpickle.dumps(("done", failures, values, seconds)))
 
 
 def worker_main(conn: Connection, lifeline: Connection, progress: Any, initializer: bytes) -> None:
@@ -111,8 +126,8 @@ def worker_main(conn: Connection, lifeline: Connection, progress: Any, initializ
         kind = message[0]
         if kind == "run":
             started = time.perf_counter()
-            outcomes = _run(functions[message[1]], message[2], progress)
-            conn.send_bytes(_encode_done(outcomes, time.perf_counter() - started))
+            failures, values = _run(functions[message[1]], message[2], progress)
+            conn.send_bytes(_encode_done(failures, values, time.perf_counter() - started))
         elif kind == "fn":
             if len(functions) >= KNOWN_FUNCTIONS:
                 del functions[next(iter(functions))]
