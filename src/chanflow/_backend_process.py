@@ -35,7 +35,7 @@ import signal
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import wait
 from multiprocessing.context import BaseContext
@@ -154,6 +154,15 @@ class _Worker:
         lifeline_reader.close()
         self.jobs_run = 0
         self.known: OrderedDict[int, None] = OrderedDict()
+        self._ready = False
+
+    def wait_ready(self) -> _Worker:
+        """Block until the worker has run its initializer; raise _InitFailed if it failed.
+
+        Separate from starting, so that a spare can start while other work goes on.
+        """
+        if self._ready:
+            return self
         reply = self.receive(None)
         if reply is None:
             self.stop()
@@ -161,6 +170,8 @@ class _Worker:
         if reply[0] == "init-failed":
             self.stop()
             raise _InitFailed(f"the worker initializer failed:\n{reply[1]}")
+        self._ready = True
+        return self
 
     def receive(self, timeout: float | None) -> Any:
         """The next message, None if the process died, or ``...`` on timeout."""
@@ -202,6 +213,60 @@ class _Worker:
             process.join()
         self.conn.close()
         self._lifeline.close()
+
+
+class _Slot:
+    """What one slot thread owns: its worker and, once a worker has died, a spare.
+
+    Starting a replacement takes several milliseconds (the forkserver forks and
+    reports back); when workers crash or time out often, that wait would come
+    again with every crash. So after the first death the slot keeps a spare
+    process, started by a short-lived ``chanflow-process-spare`` thread while the
+    slot goes on with its work.
+    """
+
+    __slots__ = ("_starter", "spare", "wants_spare", "worker")
+
+    def __init__(self) -> None:
+        self.worker: _Worker | None = None
+        self.spare: _Worker | None = None
+        self.wants_spare = False
+        self._starter: threading.Thread | None = None
+
+    def prepare_spare(self, start: Callable[[], _Worker | None]) -> None:
+        """Have a spare starting, unless one is there or on its way. Never blocks."""
+        if self.spare is not None or self._starter is not None:
+            return
+
+        def run() -> None:
+            self.spare = start()
+
+        self._starter = threading.Thread(
+            target=run, name=f"chanflow-process-spare-{next(_names)}", daemon=True
+        )
+        self._starter.start()
+
+    def take_spare(self) -> _Worker | None:
+        """The spare, ready to work (waiting for it if it is still starting), or None."""
+        if self._starter is not None:
+            self._starter.join()
+            self._starter = None
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        try:
+            return spare.wait_ready()
+        except _InitFailed:
+            return None
+
+    def stop(self) -> None:
+        if self._starter is not None:
+            self._starter.join()
+            self._starter = None
+        for worker in (self.worker, self.spare):
+            if worker is not None:
+                worker.stop()
+        self.worker = self.spare = None
 
 
 class ProcessBackend(Backend):
@@ -278,13 +343,12 @@ class ProcessBackend(Backend):
     # -- a slot -------------------------------------------------------------------------
 
     def _serve(self) -> None:
-        worker: _Worker | None = None
+        slot = _Slot()
         try:
             for call, jobs in self._queue:
-                worker = self._run_chunk(worker, call, jobs)
+                self._run_chunk(slot, call, jobs)
         finally:
-            if worker is not None:
-                worker.stop()
+            slot.stop()
 
     def _function(self, call: Call) -> tuple[int, bytes | BaseException]:
         """A key and the pickled function of ``call`` (or why it cannot be pickled)."""
@@ -307,10 +371,10 @@ class ProcessBackend(Backend):
         with self._lock:
             self._fn_cache.pop(call_id, None)
 
-    def _run_chunk(self, worker: _Worker | None, call: Call, jobs: list[Job]) -> _Worker | None:
+    def _run_chunk(self, slot: _Slot, call: Call, jobs: list[Job]) -> None:
         started = call.begin_all(jobs)
         if not started:
-            return worker
+            return
         call.chunk_started()
         results: list[Result[Any]] = []
         seconds = 0.0
@@ -318,22 +382,21 @@ class ProcessBackend(Backend):
             key, pickled = self._function(call)
             if isinstance(pickled, BaseException):
                 self._fail_all(call, started, pickled, results)
-                return worker
-            budget = self._max_jobs
-            if (
-                worker is not None
-                and budget is not None
-                and worker.jobs_run + len(started) > budget
-            ):
+                return
+            worker = slot.worker
+            if worker is not None and self._over_budget(worker, len(started)):
                 worker.stop()  # recycle: this chunk would take it past its budget
-                worker = None
+                worker = slot.worker = None
             try:
-                worker = worker or self._new_worker()
+                worker = worker or slot.take_spare() or self._new_worker()
             except _InitFailed as error:
                 self._fail_all(call, started, error, results)
-                return None
-            worker, seconds = self._exchange(worker, call, key, pickled, started, results)
-            return worker
+                return
+            slot.worker, seconds = self._exchange(
+                slot, worker, call, key, pickled, started, results
+            )
+            if slot.worker is None:
+                slot.wants_spare = True  # workers die here: keep one ready from now on
         finally:
             results.sort(key=_index)  # jobs that could not be sent failed first
             # Only a chunk that ran to the end measures anything (a crash or a timeout
@@ -343,11 +406,26 @@ class ProcessBackend(Backend):
     def _over_budget(self, worker: _Worker, jobs: int) -> bool:
         return self._max_jobs is not None and worker.jobs_run + jobs > self._max_jobs
 
+    def _spare(self, key: int, fn_bytes: bytes) -> _Worker | None:
+        """A worker starting up (not waited for), unless the initializer is known to fail.
+
+        It gets the current call's function at once, so that it imports what the
+        function needs while it waits, not when its first chunk comes.
+        """
+        if self._init_error is not None:
+            return None
+        spare = _Worker(self._context, self._initializer)
+        try:
+            spare.ensure_function(key, fn_bytes)
+        except OSError:
+            pass  # it died already: wait_ready() will say so
+        return spare
+
     def _new_worker(self) -> _Worker:
         if self._init_error is not None:
             raise self._init_error
         try:
-            return _Worker(self._context, self._initializer)
+            return _Worker(self._context, self._initializer).wait_ready()
         except _InitFailed as error:
             self._init_error = error
             raise
@@ -363,6 +441,7 @@ class ProcessBackend(Backend):
 
     def _exchange(
         self,
+        slot: _Slot,
         worker: _Worker,
         call: Call,
         key: int,
@@ -380,6 +459,8 @@ class ProcessBackend(Backend):
             worker.conn.send_bytes(message)
         except OSError:
             pass  # the process died already: receive() reports it
+        if slot.wants_spare:
+            slot.prepare_spare(lambda: self._spare(key, fn_bytes))
         deadline = None if call.timeout is None else monotonic() + call.timeout
         while True:
             wait_for = _POLL_SECONDS
@@ -450,6 +531,7 @@ class ProcessBackend(Backend):
         death = _death(worker.process)
         position = worker.progress.value
         worker.stop(kill=True)
+        call.lost_chunk()
         if len(jobs) == 1 or 0 <= position < len(jobs):
             culprit = jobs[0] if len(jobs) == 1 else jobs[position]
             error = WorkerCrashed(f"{death} while running job {culprit.index}")

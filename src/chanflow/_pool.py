@@ -21,6 +21,7 @@ import inspect
 import math
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import (
@@ -77,6 +78,11 @@ _LIVENESS_SECONDS = 0.5
 # An async consumer that always finds outcomes ready never suspends; let the loop
 # run its other tasks at least once every this many batches.
 _YIELD_EVERY = 16
+# A consumer handing out ready items runs pure Python without releasing the GIL; a
+# worker-side thread (a process slot, a thread worker) that wants the GIL meanwhile
+# waits up to the 5 ms switch interval. Releasing it once every 256 items (a mask)
+# bounds that wait by a few microseconds of work, for about 0.02 us per item.
+_GIL_EVERY = 255
 
 
 class CallOptions(TypedDict, total=False):
@@ -687,6 +693,8 @@ class WorkerPool:
                         yield result.value
                     else:
                         raise result.error
+                    if not run.handed & _GIL_EVERY:
+                        time.sleep(0)  # let the workers' threads in: see _GIL_EVERY
                     if run.taken - run.handed <= run.refill_below:
                         run.accept(_pull(run, iterator, run.want()))
                 if want := run.want():
