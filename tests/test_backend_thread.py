@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import chanflow as cf
-from chanflow._backend import Call, Job
+from chanflow._backend import Call, Done, Job, Outcome
 from chanflow._backend_thread import ThreadBackend
 from chanflow._result import Result
 from chanflow._retry import RetryPolicy
@@ -17,6 +17,9 @@ from chanflow._stats import StatsRecorder
 
 
 def make_call(backend: ThreadBackend, delivered: list[Result[Any]]) -> Call:
+    def deliver(outcome: Outcome) -> None:
+        delivered.extend(outcome.results() if isinstance(outcome, Done) else outcome)
+
     return Call(
         lambda job: job * 2,
         backend=backend,
@@ -25,7 +28,7 @@ def make_call(backend: ThreadBackend, delivered: list[Result[Any]]) -> Call:
         limiter=None,
         stats=StatsRecorder(),
         context=cf.background().with_cancel(),
-        deliver=delivered.extend,
+        deliver=deliver,
     )
 
 

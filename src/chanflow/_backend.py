@@ -40,8 +40,11 @@ from ._timer import schedule
 __all__ = [
     "Backend",
     "Call",
+    "Collector",
+    "Done",
     "Job",
     "JobSlot",
+    "Outcome",
     "current_context",
     "enter_slot",
     "leave_slot",
@@ -130,6 +133,109 @@ class Job:
         return f"<Job index={self.index} attempts={self.attempts} item={self.item!r}>"
 
 
+class Done:
+    """Jobs of one chunk that all returned: values and end times, not yet Results.
+
+    The fast path: a chunk that went well travels to the consumer as one object,
+    and ``map`` hands its values out without building a Result per job (about
+    0.3 us per job saved). ``results()`` builds them (:meth:`results`).
+    """
+
+    __slots__ = ("ends", "jobs", "values")
+
+    def __init__(self, jobs: list[Job], values: list[Any], ends: list[float]) -> None:
+        self.jobs = jobs
+        self.values = values
+        self.ends = ends
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def first_index(self) -> int:
+        return self.jobs[0].index
+
+    def consecutive(self) -> bool:
+        """True if the jobs' indices run without a gap (a fresh chunk's always do)."""
+        jobs = self.jobs
+        return jobs[-1].index - jobs[0].index == len(jobs) - 1
+
+    def elapsed(self) -> list[float]:
+        return [end - job.first_start for job, end in zip(self.jobs, self.ends, strict=True)]
+
+    def results(self) -> list[Result[Any]]:
+        return [
+            Result(job.item, job.index, value, None, job.attempts, end - job.first_start)
+            for job, value, end in zip(self.jobs, self.values, self.ends, strict=True)
+        ]
+
+
+Outcome = list[Result[Any]] | Done  # what a worker hands over for one chunk
+
+
+class Collector:
+    """What a worker gathers while it runs a chunk.
+
+    Values (a :class:`Done`) while every job returns; from the first failure on,
+    Results (the jobs before it become Results too), in job order either way.
+    """
+
+    __slots__ = ("_call", "_ends", "_jobs", "_results", "_values")
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+        self._jobs: list[Job] = []
+        self._values: list[Any] = []
+        self._ends: list[float] = []
+        self._results: list[Result[Any]] | None = None
+
+    def value(self, job: Job, value: Any) -> None:
+        if self._results is None:
+            if job._context is not None:
+                job.release_context()
+            self._jobs.append(job)
+            self._values.append(value)
+            self._ends.append(monotonic())
+        else:
+            self._results.append(self._call.succeeded(job, value))
+
+    def values(self, jobs: list[Job], values: list[Any]) -> None:
+        """Many jobs returned at once (a worker process's chunk): one clock read for all.
+
+        Their jobs never had a context here (``current_context()`` ran in the
+        worker process), so there is none to release.
+        """
+        if self._results is not None:
+            for job, value in zip(jobs, values, strict=True):
+                self._results.append(self._call.succeeded(job, value))
+            return
+        self._jobs.extend(jobs)
+        self._values.extend(values)
+        self._ends.extend([monotonic()] * len(jobs))
+
+    def error(self, job: Job, error: BaseException, traceback: str | None = None) -> None:
+        results = self._results
+        if results is None:
+            results = self._results = Done(self._jobs, self._values, self._ends).results()
+        result = self._call.failed(job, error, traceback)
+        if result is not None:
+            results.append(result)
+
+    def outcome(self) -> Outcome:
+        """What the chunk came to, in job order."""
+        results = self._results
+        if results is not None:
+            results.sort(key=_index)  # a job may have failed before earlier ones ran
+            return results
+        return Done(self._jobs, self._values, self._ends)
+
+    def __bool__(self) -> bool:
+        return bool(self._jobs) or bool(self._results)
+
+
+def _index(result: Result[Any]) -> int:
+    return result.index
+
+
 def format_error(error: BaseException) -> str:
     return "".join(tb.format_exception(type(error), error, error.__traceback__))
 
@@ -137,7 +243,8 @@ def format_error(error: BaseException) -> str:
 class Call:
     """One map/results/submit invocation: its function, its settings, its sink.
 
-    ``deliver`` receives the final Results (a list, from any thread) and must not
+    ``deliver`` receives each chunk's final outcomes (a list of Results, or a
+    :class:`Done` when every job of the chunk returned), from any thread, and must not
     block. Everything here is safe to call from worker threads, event loops and the
     timer thread at once.
     """
@@ -169,7 +276,7 @@ class Call:
         limiter: RateLimiter | None,
         stats: StatsRecorder,
         context: Context,
-        deliver: Callable[[list[Result[Any]]], object],
+        deliver: Callable[[Outcome], object],
         chunksize: int | None = None,
     ) -> None:
         self.fn = fn
@@ -253,17 +360,6 @@ class Call:
             job.deadline = deadline
         return jobs
 
-    def succeeded_all(self, jobs: list[Job], values: list[Any]) -> list[Result[Any]]:
-        """The Results of jobs whose attempts all returned, ``values`` in the same order."""
-        now = monotonic()
-        for job in jobs:
-            if job._context is not None:
-                job.release_context()
-        return [
-            Result(job.item, job.index, value, None, job.attempts, now - job.first_start)
-            for job, value in zip(jobs, values, strict=True)
-        ]
-
     def succeeded(self, job: Job, value: Any) -> Result[Any]:
         """The attempt returned ``value``: the job's final Result."""
         if job._context is not None:
@@ -293,12 +389,12 @@ class Call:
         """A worker starts running a chunk of this call (counted as one running attempt)."""
         self.stats.chunk_started()
 
-    def chunk_ended(self, results: list[Result[Any]], ran: int, seconds: float) -> None:
-        """A worker is done with a chunk: count it, adapt the chunk size, deliver results."""
-        self.stats.chunk_ended(results)
+    def chunk_ended(self, outcome: Outcome, ran: int, seconds: float) -> None:
+        """A worker is done with a chunk: count it, adapt the chunk size, deliver it."""
+        self.stats.chunk_ended(outcome)
         self.measured(ran, seconds)
-        if results:
-            self.deliver(results)
+        if outcome:
+            self.deliver(outcome)
 
     def _retry_later(self, job: Job, delay: float) -> None:
         if delay <= 0 or not math.isfinite(delay):
@@ -340,11 +436,11 @@ class Backend(ABC):
     (the pool bounds how many jobs are in flight). A worker running a chunk calls
     ``call.chunk_started()``, then for each job ``call.begin(job)`` (skipping the job
     if it returns False) and ``call.fn(job.item)`` with ``current_context()``
-    pointing at the job (``enter_slot``), collecting ``call.succeeded(job, value)``
-    or ``call.failed(job, error)`` (None when a retry was scheduled); a timed-out
-    attempt fails with ``call.timed_out(job)``. It ends with
-    ``call.chunk_ended(results, ran, seconds)``, which also delivers the results,
-    in the order of the chunk's jobs (an ordered consumer relies on it).
+    pointing at the job (``enter_slot``), gathering what happened in a
+    :class:`Collector` (``value`` or ``error``; a timed-out attempt fails with
+    ``call.timed_out(job)``). It ends with ``call.chunk_ended(collector.outcome(),
+    ran, seconds)``, which also delivers the outcome, in the order of the chunk's
+    jobs (an ordered consumer relies on it).
     """
 
     kind: str = "?"

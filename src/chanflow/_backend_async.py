@@ -17,10 +17,9 @@ from concurrent.futures import Future
 from time import monotonic
 from typing import Any, TypeVar
 
-from ._backend import Backend, Call, Job, JobSlot, enter_slot, leave_slot
+from ._backend import Backend, Call, Collector, Job, JobSlot, enter_slot, leave_slot
 from ._channel import Channel
 from ._exceptions import Cancelled, ChannelClosed
-from ._result import Result
 
 __all__ = ["AsyncBackend", "LoopThread"]
 
@@ -80,7 +79,7 @@ class AsyncBackend(Backend):
             self._tasks[me] = None
 
     async def _run_chunk(self, call: Call, jobs: list[Job]) -> None:
-        results: list[Result[Any]] = []
+        collector = Collector(call)
         started = monotonic()
         ran = 0
         fn, limiter, timeout = call.fn, call.limiter, call.timeout
@@ -104,18 +103,14 @@ class AsyncBackend(Backend):
                     if _worker_cancelled():
                         call.stats.cancelled()  # the pool is closing: this job will not end
                         raise
-                    result = call.failed(job, error)  # the job's own await was cancelled
-                    if result is not None:
-                        results.append(result)
+                    collector.error(job, error)  # the job's own await was cancelled
                 except BaseException as error:
-                    result = call.failed(job, error)
-                    if result is not None:
-                        results.append(result)
+                    collector.error(job, error)
                 else:
-                    results.append(call.succeeded(job, value))
+                    collector.value(job, value)
         finally:
             leave_slot(token)
-            call.chunk_ended(results, ran, monotonic() - started)
+            call.chunk_ended(collector.outcome(), ran, monotonic() - started)
 
     def _stop(self) -> None:
         self._queue.close()

@@ -44,11 +44,10 @@ from typing import Any
 
 import cloudpickle
 
-from ._backend import Backend, Call, Job
+from ._backend import Backend, Call, Collector, Job
 from ._channel import Channel
 from ._exceptions import ChannelClosed, RemoteError, WorkerCrashed
 from ._process_worker import KNOWN_FUNCTIONS, worker_main
-from ._result import Result
 
 __all__ = ["ProcessBackend", "default_start_method"]
 
@@ -376,12 +375,12 @@ class ProcessBackend(Backend):
         if not started:
             return
         call.chunk_started()
-        results: list[Result[Any]] = []
+        collector = Collector(call)
         seconds = 0.0
         try:
             key, pickled = self._function(call)
             if isinstance(pickled, BaseException):
-                self._fail_all(call, started, pickled, results)
+                self._fail_all(started, pickled, collector)
                 return
             worker = slot.worker
             if worker is not None and self._over_budget(worker, len(started)):
@@ -390,18 +389,17 @@ class ProcessBackend(Backend):
             try:
                 worker = worker or slot.take_spare() or self._new_worker()
             except _InitFailed as error:
-                self._fail_all(call, started, error, results)
+                self._fail_all(started, error, collector)
                 return
             slot.worker, seconds = self._exchange(
-                slot, worker, call, key, pickled, started, results
+                slot, worker, call, key, pickled, started, collector
             )
             if slot.worker is None:
                 slot.wants_spare = True  # workers die here: keep one ready from now on
         finally:
-            results.sort(key=_index)  # jobs that could not be sent failed first
             # Only a chunk that ran to the end measures anything (a crash or a timeout
             # says nothing about how long jobs take).
-            call.chunk_ended(results, len(started) if seconds > 0 else 0, seconds)
+            call.chunk_ended(collector.outcome(), len(started) if seconds > 0 else 0, seconds)
 
     def _over_budget(self, worker: _Worker, jobs: int) -> bool:
         return self._max_jobs is not None and worker.jobs_run + jobs > self._max_jobs
@@ -431,13 +429,9 @@ class ProcessBackend(Backend):
             raise
 
     @staticmethod
-    def _fail_all(
-        call: Call, jobs: list[Job], error: BaseException, results: list[Result[Any]]
-    ) -> None:
+    def _fail_all(jobs: list[Job], error: BaseException, collector: Collector) -> None:
         for job in jobs:
-            result = call.failed(job, error)
-            if result is not None:
-                results.append(result)
+            collector.error(job, error)
 
     def _exchange(
         self,
@@ -447,10 +441,10 @@ class ProcessBackend(Backend):
         key: int,
         fn_bytes: bytes,
         jobs: list[Job],
-        results: list[Result[Any]],
+        collector: Collector,
     ) -> tuple[_Worker | None, float]:
         """Send one chunk and collect its outcomes; the worker to keep (or None) and its time."""
-        sendable, message = self._encode(call, key, jobs, results)
+        sendable, message = self._encode(key, jobs, collector)
         if not sendable:
             return worker, 0.0
         worker.progress.value = -1
@@ -475,28 +469,27 @@ class ProcessBackend(Backend):
                 if deadline is not None and monotonic() >= deadline:
                     worker.stop(kill=True)
                     for job in sendable:
-                        self._collect(call, job, call.timed_out(job), None, results)
+                        collector.error(job, call.timed_out(job))
                     return None, 0.0
                 continue
             if reply is None:
-                self._crashed(worker, call, sendable, results)
+                self._crashed(worker, call, sendable, collector)
                 return None, 0.0
             _, failures, values, seconds = reply
             worker.jobs_run += len(sendable)
             if not failures:
-                results.extend(call.succeeded_all(sendable, values))
+                collector.values(sendable, values)
                 return worker, seconds
             for position, (job, value) in enumerate(zip(sendable, values, strict=True)):
                 failure = failures.get(position)
                 if failure is None:
-                    results.append(call.succeeded(job, value))
+                    collector.value(job, value)
                 else:
-                    self._collect(call, job, *_error_of(failure), results)
+                    collector.error(job, *_error_of(failure))
             return worker, seconds
 
-    def _encode(
-        self, call: Call, key: int, jobs: list[Job], results: list[Result[Any]]
-    ) -> tuple[list[Job], bytes]:
+    @staticmethod
+    def _encode(key: int, jobs: list[Job], collector: Collector) -> tuple[list[Job], bytes]:
         """The jobs whose input can be pickled and their message; the others fail clearly."""
         try:
             return jobs, bytes(cloudpickle.dumps(("run", key, [job.item for job in jobs])))
@@ -509,24 +502,10 @@ class ProcessBackend(Backend):
                 sendable.append(job)
             except Exception as error:
                 message = f"job {job.index} ({job.item!r:.200}) cannot be sent to a worker process"
-                self._collect(call, job, TypeError(f"{message}: {error}"), None, results)
+                collector.error(job, TypeError(f"{message}: {error}"))
         return sendable, bytes(cloudpickle.dumps(("run", key, [job.item for job in sendable])))
 
-    @staticmethod
-    def _collect(
-        call: Call,
-        job: Job,
-        error: BaseException,
-        traceback: str | None,
-        results: list[Result[Any]],
-    ) -> None:
-        result = call.failed(job, error, traceback)
-        if result is not None:
-            results.append(result)
-
-    def _crashed(
-        self, worker: _Worker, call: Call, jobs: list[Job], results: list[Result[Any]]
-    ) -> None:
+    def _crashed(self, worker: _Worker, call: Call, jobs: list[Job], collector: Collector) -> None:
         worker.process.join(TERMINATE_GRACE)
         death = _death(worker.process)
         position = worker.progress.value
@@ -535,7 +514,7 @@ class ProcessBackend(Backend):
         if len(jobs) == 1 or 0 <= position < len(jobs):
             culprit = jobs[0] if len(jobs) == 1 else jobs[position]
             error = WorkerCrashed(f"{death} while running job {culprit.index}")
-            self._collect(call, culprit, error, None, results)
+            collector.error(culprit, error)
             others = [job for job in jobs if job is not culprit]
             self._run_again(call, [others] if others else [])
         else:  # it died between jobs: run each alone, so a culprit shows itself
@@ -559,10 +538,6 @@ class ProcessBackend(Backend):
             slots = list(self._slots)
         for slot in slots:
             slot.join()
-
-
-def _index(result: Result[Any]) -> int:
-    return result.index
 
 
 def _error_of(failure: tuple[Any, str, str, str]) -> tuple[BaseException, str]:

@@ -15,12 +15,10 @@ import math
 import threading
 import time
 from time import monotonic
-from typing import Any
 
-from ._backend import Backend, Call, Job, JobSlot, enter_slot, leave_slot
+from ._backend import Backend, Call, Collector, Job, JobSlot, enter_slot, leave_slot
 from ._channel import Channel
 from ._exceptions import ChannelClosed
-from ._result import Result
 from ._timer import schedule
 
 __all__ = ["ThreadBackend"]
@@ -107,7 +105,7 @@ class ThreadBackend(Backend):
 
     def _run_chunk(self, call: Call, jobs: list[Job]) -> bool:
         """Run a chunk; False if this thread was abandoned on a timeout."""
-        results: list[Result[Any]] = []
+        collector = Collector(call)
         started = monotonic()
         ran = 0
         fn, limiter, timeout = call.fn, call.limiter, call.timeout
@@ -123,29 +121,27 @@ class ThreadBackend(Backend):
                 ran += 1
                 slot.job = job
                 if timeout is not None:
-                    if not self._attempt_with_timeout(call, job, timeout, results):
+                    if not self._attempt_with_timeout(call, job, timeout, collector):
                         return False  # the timer thread ended this chunk for us
                     continue
                 try:
                     value = fn(job.item)
                 except BaseException as error:  # a job's failure, whatever it is, is its Result
-                    result = call.failed(job, error)
-                    if result is not None:
-                        results.append(result)
+                    collector.error(job, error)
                 else:
-                    results.append(call.succeeded(job, value))
+                    collector.value(job, value)
         finally:
             leave_slot(token)
-        call.chunk_ended(results, ran, monotonic() - started)
+        call.chunk_ended(collector.outcome(), ran, monotonic() - started)
         return True
 
     def _attempt_with_timeout(
-        self, call: Call, job: Job, timeout: float, results: list[Result[Any]]
+        self, call: Call, job: Job, timeout: float, collector: Collector
     ) -> bool:
         """Run one attempt under a timer; False if the timer won and this thread is abandoned.
 
         Whoever takes ``settled`` first decides the attempt's outcome. When the timer
-        does, it also ends the chunk (with the results gathered so far, which this
+        does, it also ends the chunk (with what was collected so far, which this
         thread no longer touches) and starts a replacement worker.
         """
         settled = threading.Lock()
@@ -155,9 +151,8 @@ class ThreadBackend(Backend):
         def expire() -> None:
             if settled.acquire(False):
                 self._abandon(worker)
-                result = call.failed(job, call.timed_out(job))
-                ended = results if result is None else [*results, result]
-                call.chunk_ended(ended, 1, monotonic() - started)
+                collector.error(job, call.timed_out(job))
+                call.chunk_ended(collector.outcome(), 1, monotonic() - started)
 
         handle = schedule(timeout, expire)
         try:
@@ -166,14 +161,12 @@ class ThreadBackend(Backend):
             if not settled.acquire(False):
                 return False
             handle.cancel()
-            result = call.failed(job, error)
-            if result is not None:
-                results.append(result)
+            collector.error(job, error)
             return True
         if not settled.acquire(False):
             return False
         handle.cancel()
-        results.append(call.succeeded(job, value))
+        collector.value(job, value)
         return True
 
     def _abandon(self, thread: threading.Thread) -> None:

@@ -50,7 +50,7 @@ from typing import (
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from ._backend import Backend, Call, Job
+from ._backend import Backend, Call, Done, Job, Outcome
 from ._backend_async import AsyncBackend, LoopThread
 from ._backend_process import ProcessBackend
 from ._backend_thread import ThreadBackend
@@ -244,7 +244,7 @@ class _Run(Generic[T]):
         ordered: bool,
         total: int | None,
     ) -> None:
-        self.outcomes: Channel[list[Result[Any]]] = Channel(math.inf)
+        self.outcomes: Channel[Outcome] = Channel(math.inf)
         self._progress_setting = settings.progress
         self._total = total
         self._name: str = getattr(fn, "__name__", "jobs")
@@ -279,17 +279,17 @@ class _Run(Generic[T]):
         self.waits = 0
         self.refill_below = self.buffer
         self._next_out = 0
-        self._pending: dict[int, list[Result[Any]]] = {}  # runs by their first index
-        self.ready: deque[Result[Any]] = deque()
+        self._pending: dict[int, Outcome] = {}  # runs by their first index
+        self.ready: deque[Any] = deque()  # values (map) or Results (results)
         self.dead: deque[Result[Any]] = deque()
 
     def start_progress(self) -> None:
         """Show the progress bar, if asked for: from the first step, not at creation."""
         self.progress = ProgressReporter.create(self._progress_setting, self._total, self._name)
 
-    def _deliver(self, results: list[Result[Any]]) -> None:
+    def _deliver(self, outcome: Outcome) -> None:
         with contextlib.suppress(ChannelClosed):  # the consumer has gone
-            self.outcomes.send_nowait(results)
+            self.outcomes.send_nowait(outcome)
 
     # -- taking input ---------------------------------------------------------------
 
@@ -336,31 +336,40 @@ class _Run(Generic[T]):
 
     # -- outcomes -------------------------------------------------------------------
 
-    def absorb(self, batches: list[list[Result[Any]]]) -> None:
-        for results in batches:
-            self.returned += len(results)
+    def absorb(self, batches: list[Outcome]) -> None:
+        for outcome in batches:
+            self.returned += len(outcome)
             if not self.ordered:
-                self._release(results)
+                self._release(outcome)
                 continue
             # Ordered: keep runs of consecutive indices (a chunk usually is one) under
             # their first index, and release them once the head of the input arrives.
             pending = self._pending
-            for run in _consecutive_runs(results):
-                pending[run[0].index] = run
+            for run in _consecutive_runs(outcome):
+                pending[_first_index(run)] = run
             while self._next_out in pending:
                 run = pending.pop(self._next_out)
                 self._release(run)
                 self._next_out += len(run)
 
-    def _release(self, results: list[Result[Any]]) -> None:
-        if self.sink is None:
-            self.ready.extend(results)
+    def _release(self, outcome: Outcome) -> None:
+        """Move outcomes to where the consumer takes them: ready items or dead letters.
+
+        For ``map`` the ready items are the values themselves, and a failure to
+        raise is wrapped in a :class:`_Failure`; for ``results`` they are Results.
+        """
+        ready = self.ready
+        if isinstance(outcome, Done):
+            ready.extend(outcome.values if self.values else outcome.results())
             return
-        for result in results:
+        for result in outcome:
             if result.error is not None:
-                self.dead.append(result)
+                if self.sink is not None:
+                    self.dead.append(result)
+                else:
+                    ready.append(_Failure(result) if self.values else result)
             else:
-                self.ready.append(result)
+                ready.append(result.value if self.values else result)
 
     def take_dead(self) -> Result[Any]:
         self.handed += 1
@@ -389,18 +398,35 @@ class _Run(Generic[T]):
             self.sink.close()
 
 
-def _consecutive_runs(results: list[Result[Any]]) -> list[list[Result[Any]]]:
-    """``results`` (in index order) split where indices stop being consecutive."""
-    first, last = results[0].index, results[-1].index
-    if last - first == len(results) - 1:
-        return [results]  # the common case: a whole chunk came back
-    runs: list[list[Result[Any]]] = [[results[0]]]
-    for result in results[1:]:
+class _Failure:
+    """A failed job's Result among the values that ``map`` hands out (it raises it)."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: Result[Any]) -> None:
+        self.result = result
+
+
+def _first_index(run: Outcome) -> int:
+    return run.first_index() if isinstance(run, Done) else run[0].index
+
+
+def _consecutive_runs(outcome: Outcome) -> list[Outcome]:
+    """``outcome`` (in index order) split where indices stop being consecutive."""
+    if isinstance(outcome, Done):
+        if outcome.consecutive():
+            return [outcome]  # the common case: a whole chunk came back
+        outcome = outcome.results()
+    first, last = outcome[0].index, outcome[-1].index
+    if last - first == len(outcome) - 1:
+        return [outcome]
+    runs: list[list[Result[Any]]] = [[outcome[0]]]
+    for result in outcome[1:]:
         if result.index == runs[-1][-1].index + 1:
             runs[-1].append(result)
         else:
             runs.append([result])
-    return runs
+    return list(runs)
 
 
 def _total_of(jobs: object) -> int | None:
@@ -417,8 +443,12 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _settle(future: concurrent.futures.Future[Any], result: Result[Any]) -> None:
+def _settle(future: concurrent.futures.Future[Any], outcome: Outcome) -> None:
     with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
+        if isinstance(outcome, Done):
+            future.set_result(outcome.values[0])
+            return
+        [result] = outcome
         if result.error is None:
             future.set_result(result.value)
         else:
@@ -685,14 +715,11 @@ class WorkerPool:
                 while run.dead:
                     cast(DeadLetterSink, run.sink).put(run.take_dead())
                 while ready:
-                    result = ready.popleft()
+                    item = ready.popleft()
                     run.handed += 1
-                    if not values:
-                        yield result
-                    elif result.error is None:
-                        yield result.value
-                    else:
-                        raise result.error
+                    if values and type(item) is _Failure:
+                        raise item.result.error  # type: ignore[misc]
+                    yield item
                     if not run.handed & _GIL_EVERY:
                         time.sleep(0)  # let the workers' threads in: see _GIL_EVERY
                     if run.taken - run.handed <= run.refill_below:
@@ -711,7 +738,7 @@ class WorkerPool:
                 jobs.close()
 
     @staticmethod
-    def _wait(run: _Run[Any]) -> list[list[Result[Any]]]:
+    def _wait(run: _Run[Any]) -> list[Outcome]:
         while True:
             try:
                 return run.outcomes.recv_many(1 << 30, timeout=_LIVENESS_SECONDS)
@@ -796,14 +823,11 @@ class WorkerPool:
                 while run.dead:
                     await cast(DeadLetterSink, run.sink).aput(run.take_dead())
                 while ready:
-                    result = ready.popleft()
+                    item = ready.popleft()
                     run.handed += 1
-                    if not values:
-                        yield result
-                    elif result.error is None:
-                        yield result.value
-                    else:
-                        raise result.error
+                    if values and type(item) is _Failure:
+                        raise item.result.error  # type: ignore[misc]
+                    yield item
                     if run.taken - run.handed <= run.refill_below:
                         run.accept(await _apull(run, source, run.want()))
                 if want := run.want():
@@ -822,7 +846,7 @@ class WorkerPool:
                 jobs.close()
 
     @staticmethod
-    async def _await(run: _Run[Any]) -> list[list[Result[Any]]]:
+    async def _await(run: _Run[Any]) -> list[Outcome]:
         run.waits += 1
         if run.waits % _YIELD_EVERY == 0:
             await asyncio.sleep(0)
@@ -867,7 +891,7 @@ class WorkerPool:
             limiter=settings.limiter,
             stats=self._stats,
             context=self._context.with_cancel(),
-            deliver=lambda results: _settle(future, results[0]),
+            deliver=lambda outcome: _settle(future, outcome),
         )
         with self._lock:
             self._futures[future] = call
