@@ -353,3 +353,17 @@ def test_ordered_results_stay_in_order_when_some_jobs_cannot_be_sent(
     results = list(pool.results(repr, jobs, ordered=True, chunksize=8))
     assert [result.index for result in results] == list(range(8))
     assert [result.ok for result in results] == [job not in (0, 2, 5) for job in range(8)]
+
+
+def test_async_code_consumes_a_process_pool() -> None:
+    import asyncio
+
+    async def main() -> tuple[list[int], list[bool]]:
+        async with cf.WorkerPool(workers=2, backend="process") as pool:
+            values = [value async for value in pool.amap(lambda job: job * 2, range(100))]
+            oks = [r.ok async for r in pool.aresults(lambda job: 1 / job, range(3), ordered=True)]
+        return values, oks
+
+    values, oks = asyncio.run(main())
+    assert values == [job * 2 for job in range(100)]
+    assert oks == [False, True, True]

@@ -115,12 +115,12 @@ def _default_workers(kind: str) -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
 
-def _check_workers(workers: object) -> int | None:
-    if workers is None:
+def _positive_int_or_none(value: object, name: str) -> int | None:
+    if value is None:
         return None
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1 or None, not {workers!r}")
-    return workers
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1 or None, not {value!r}")
+    return value
 
 
 def _check_backend(backend: object) -> str:
@@ -129,22 +129,6 @@ def _check_backend(backend: object) -> str:
             f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}"
         )
     return backend
-
-
-def _check_buffer(buffer: object) -> int | None:
-    if buffer is None:
-        return None
-    if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
-        raise ValueError(f"buffer must be an int >= 1 or None, not {buffer!r}")
-    return buffer
-
-
-def _check_chunksize(chunksize: object) -> int | None:
-    if chunksize is None:
-        return None
-    if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
-        raise ValueError(f"chunksize must be an int >= 1 or None, not {chunksize!r}")
-    return chunksize
 
 
 def _check_timeout(timeout: object) -> float | None:
@@ -202,9 +186,9 @@ class _Settings:
         """These settings with a call's overrides; True if the call owns a new sink."""
         changes: dict[str, Any] = {}
         if "buffer" in options:
-            changes["buffer"] = _check_buffer(options["buffer"])
+            changes["buffer"] = _positive_int_or_none(options["buffer"], "buffer")
         if "chunksize" in options:
-            changes["chunksize"] = _check_chunksize(options["chunksize"])
+            changes["chunksize"] = _positive_int_or_none(options["chunksize"], "chunksize")
         if options.keys() & {"retries", "retry_on", "backoff"}:
             policy = self.policy
             changes["policy"] = RetryPolicy.build(
@@ -527,7 +511,7 @@ class WorkerPool:
         initargs: tuple[Any, ...] = (),
         max_jobs_per_worker: int | None = None,
     ) -> None:
-        self._workers = _check_workers(workers)
+        self._workers = _positive_int_or_none(workers, "workers")
         self._kind = _check_backend(backend)
         self._process_options: dict[str, Any] = {
             "mp_context": mp_context,
@@ -538,8 +522,8 @@ class WorkerPool:
         if self._kind == "process":  # check them now, start nothing
             ProcessBackend(1, **self._process_options)
         self._settings = _Settings(
-            buffer=_check_buffer(buffer),
-            chunksize=_check_chunksize(chunksize),
+            buffer=_positive_int_or_none(buffer, "buffer"),
+            chunksize=_positive_int_or_none(chunksize, "chunksize"),
             policy=RetryPolicy.build(retries, retry_on, backoff),
             timeout=_check_timeout(timeout),
             limiter=_make_limiter(rate),
