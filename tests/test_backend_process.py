@@ -367,3 +367,16 @@ def test_async_code_consumes_a_process_pool() -> None:
     values, oks = asyncio.run(main())
     assert values == [job * 2 for job in range(100)]
     assert oks == [False, True, True]
+
+
+def test_exit_codes_survive_many_crashes_at_once() -> None:
+    # Workers are started (Process.start polls every child) while others die: a
+    # thread-unsafe poll once turned exit code 3 into 255 now and then.
+    bad = set(range(0, 400, 4))
+    with cf.WorkerPool(workers=2, backend="process") as pool:
+        results = list(pool.results(crash_on(bad), range(400)))
+    messages = [str(result.error) for result in results if not result.ok]
+    assert len(messages) == len(bad)
+    assert all("exited with code 3" in message for message in messages), [
+        message for message in messages if "code 3" not in message
+    ][:3]

@@ -12,11 +12,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BUDGET = 5.0  # seconds each example may take (they take well under a second)
 
 
-def run_example(name: str) -> str:
+def run_example(name: str, *args: str) -> str:
     """Run examples/<name> in a fresh interpreter with warnings as errors; its stdout."""
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-W", "error", str(EXAMPLES / name)],
+        [sys.executable, "-W", "error", str(EXAMPLES / name), *args],
         capture_output=True,
         text=True,
         timeout=15,
@@ -106,3 +106,15 @@ def test_demo() -> None:
     assert "   values: [2, 4, 6, 8, 10, 12, 16, 18, 20, 22, 24]" in pool
     assert "   dead letter: job 7 after 2 attempts: job 7: connection reset" in pool
     assert any(line.startswith("   stats: 11 completed, 1 failed, 3 retried") for line in pool)
+
+
+def test_image_resize_example(tmp_path: Path) -> None:
+    parts = sections(run_example("image_resize.py", "12", str(tmp_path)))
+    assert sorted(parts) == ["1", "2", "3"]
+    assert parts["1"][0].startswith("1. generated 12 images of 1200x900")
+    rows = [line.split() for line in parts["2"][1:]]
+    assert [row[0] for row in rows] == ["plain", "fan-out,", "WorkerPool(process,"]
+    assert all(row[-1] == "images/s" for row in rows)
+    for way in ("loop", "fan-out", "pool"):  # the example checked every size itself
+        assert len(list((tmp_path / way).glob("*.jpg"))) == 12
+    assert parts["3"][0].startswith("3. speedup over the loop: loop 1.00x, fan-out ")

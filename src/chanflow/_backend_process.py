@@ -88,8 +88,29 @@ def _check_start_method(mp_context: object) -> BaseContext:
     return context
 
 
+# multiprocessing's Popen objects are not thread-safe: asking one whether its process
+# is alive reads the exit status off a pipe, and Process.start() asks every child
+# (its _cleanup). Two threads doing so at once can both see the pipe readable and one
+# reads nothing: the exit code then becomes 255. All our polling and starting goes
+# through this lock; waiting for a process to end (a select on its sentinel) does not.
+_process_lock = threading.Lock()
+
+
+def _alive(process: Any) -> bool:
+    with _process_lock:
+        return bool(process.is_alive())
+
+
+def _reap(process: Any, timeout: float | None) -> None:
+    """Wait up to ``timeout`` for the process to end, then collect its exit code."""
+    wait([process.sentinel], timeout)
+    with _process_lock:
+        process.join(0)
+
+
 def _death(process: Any) -> str:
-    code = process.exitcode
+    with _process_lock:
+        code = process.exitcode
     if code is not None and code < 0:
         try:
             name = signal.Signals(-code).name
@@ -147,7 +168,7 @@ class _Worker:
             name=f"chanflow-process-{next(_names)}",
             daemon=True,
         )
-        with _main_module_hidden():
+        with _main_module_hidden(), _process_lock:
             self.process.start()
         child_conn.close()
         lifeline_reader.close()
@@ -198,18 +219,18 @@ class _Worker:
     def stop(self, kill: bool = False) -> None:
         """End the process: politely, or at once with ``kill`` (SIGTERM, then SIGKILL)."""
         process = self.process
-        if not kill and process.is_alive():
+        if not kill and _alive(process):
             try:
                 self.send(("stop",))
             except OSError:
                 pass
-            process.join(TERMINATE_GRACE)
-        if process.is_alive():
+            _reap(process, TERMINATE_GRACE)
+        if _alive(process):
             process.terminate()
-            process.join(TERMINATE_GRACE)
-        if process.is_alive():
+            _reap(process, TERMINATE_GRACE)
+        if _alive(process):
             process.kill()
-            process.join()
+            _reap(process, None)
         self.conn.close()
         self._lifeline.close()
 
@@ -506,7 +527,7 @@ class ProcessBackend(Backend):
         return sendable, bytes(cloudpickle.dumps(("run", key, [job.item for job in sendable])))
 
     def _crashed(self, worker: _Worker, call: Call, jobs: list[Job], collector: Collector) -> None:
-        worker.process.join(TERMINATE_GRACE)
+        _reap(worker.process, TERMINATE_GRACE)
         death = _death(worker.process)
         position = worker.progress.value
         worker.stop(kill=True)
