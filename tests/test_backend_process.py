@@ -380,3 +380,26 @@ def test_exit_codes_survive_many_crashes_at_once() -> None:
     assert all("exited with code 3" in message for message in messages), [
         message for message in messages if "code 3" not in message
     ][:3]
+
+
+def test_a_rate_limits_job_starts_across_processes() -> None:
+    with cf.WorkerPool(workers=2, backend="process", rate="20/s") as pool:
+        starts = list(pool.map(lambda job: time.time(), range(11)))
+    span = max(starts) - min(starts)
+    assert 0.4 <= span <= 2.0, span  # 10 intervals of 50 ms after the first start
+
+
+def test_submit_runs_in_a_worker_process(pool: cf.WorkerPool) -> None:
+    future = pool.submit(lambda a, b, *, scale: (a + b) * scale, 2, 3, scale=10)
+    assert future.result(timeout=10) == 50
+    failing = pool.submit(lambda: 1 / 0)
+    assert isinstance(failing.exception(timeout=10), ZeroDivisionError)
+    assert pool.submit(os.getpid).result(timeout=10) != os.getpid()
+
+
+def test_leaving_early_kills_the_running_chunk_promptly() -> None:
+    start = time.monotonic()
+    with cf.WorkerPool(workers=2, backend="process") as pool:
+        for _ in pool.map(time.sleep, [0.0] + [30.0] * 4):
+            break
+    assert time.monotonic() - start < 5

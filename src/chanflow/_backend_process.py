@@ -392,6 +392,11 @@ class ProcessBackend(Backend):
             self._fn_cache.pop(call_id, None)
 
     def _run_chunk(self, slot: _Slot, call: Call, jobs: list[Job]) -> None:
+        limiter = call.limiter
+        if limiter is not None:  # with a rate, chunks hold one job: one token each
+            for _ in jobs:
+                if not call.cancelled:
+                    limiter.acquire(context=call.context)
         started = call.begin_all(jobs)
         if not started:
             return
