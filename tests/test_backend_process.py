@@ -403,3 +403,37 @@ def test_leaving_early_kills_the_running_chunk_promptly() -> None:
         for _ in pool.map(time.sleep, [0.0] + [30.0] * 4):
             break
     assert time.monotonic() - start < 5
+
+
+# -- current_context() in a worker process ------------------------------------------------------
+
+
+def test_current_context_in_a_process_job(pool: cf.WorkerPool) -> None:
+    def describe(job: int) -> tuple[bool, bool, bool]:
+        context = cf.current_context()
+        return context is cf.background(), context.cancelled, context.deadline is not None
+
+    assert list(pool.map(describe, [1])) == [(False, False, False)]
+    assert list(pool.map(describe, [1], timeout=30)) == [(False, False, True)]
+    assert cf.current_context() is cf.background()
+
+
+def test_leaving_early_cancels_running_process_jobs_cooperatively(tmp_path: Path) -> None:
+    def cooperative(job: int) -> int:
+        if job == 0:  # returns once job 1 runs in the other worker
+            deadline = time.monotonic() + 10
+            while not (tmp_path / "started-1").exists() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            return job
+        (tmp_path / f"started-{job}").touch()
+        if cf.current_context().wait(30):  # True once cancelled
+            (tmp_path / f"cancelled-{job}").touch()
+        return job
+
+    start = time.monotonic()
+    with cf.WorkerPool(workers=2, backend="process", chunksize=1) as pool:
+        for _ in pool.map(cooperative, range(2)):
+            break
+    assert time.monotonic() - start < 5
+    stopped = sorted(path.name for path in tmp_path.iterdir())
+    assert stopped == ["cancelled-1", "started-1"], "job 1 saw its context cancelled"

@@ -30,7 +30,7 @@ from typing import Any
 
 from ._context import Context, background
 from ._exceptions import JobTimeout
-from ._process_worker import worker_state_dict
+from ._process_worker import job_context, worker_state_dict
 from ._rate import RateLimiter
 from ._result import Result
 from ._retry import RetryPolicy
@@ -86,15 +86,20 @@ def worker_state() -> dict[str, Any]:
 
 
 def current_context() -> Context:
-    """The Context of the job running in this thread or task, for cooperative jobs.
+    """The Context of the job running in this thread, task or worker process.
 
     Inside a pool job it is cancelled when the job's call or pool is cancelled (early
     exit, leaving the ``with``) or when the attempt's ``timeout`` passes (then its
-    error is a DeadlineExceeded). Outside a job it is ``background()``. Never
-    blocks; the first call in an attempt costs about 2 us, later ones 0.2 us.
+    error is a DeadlineExceeded). In a worker process, the parent's cancellation
+    arrives as a message; a job that does not stop within a grace period is
+    terminated with its worker. Outside a job it is ``background()``. Never blocks;
+    the first call in an attempt costs about 2 us, later ones 0.2 us.
     """
     slot = _current_slot.get()
-    job = None if slot is None else slot.job
+    if slot is None:
+        in_process = job_context()  # a job of a process-backend worker, or None
+        return background() if in_process is None else in_process
+    job = slot.job
     return background() if job is None else job.context()
 
 

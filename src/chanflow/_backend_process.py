@@ -14,8 +14,10 @@ a timeout touches only that slot's chunk:
   chunk run alone.)
 * **Timeout** (chunks hold one job then): the process is terminated (SIGTERM, then
   SIGKILL after a grace period) and replaced; the job fails with JobTimeout.
-* **Cancelled call** (a consumer that left): a chunk still running is abandoned by
-  killing its process; nobody is waiting for it.
+* **Cancelled call** (a consumer that left): the running job's
+  ``current_context()`` is cancelled in the worker; a chunk that has not ended
+  ``CANCEL_GRACE`` seconds later is abandoned by terminating its process (nobody
+  waits for its results any more).
 
 Workers start with the ``forkserver`` method by default on Linux: forking the
 parent itself (``fork``) copies whatever locks its other threads hold, and the
@@ -58,6 +60,9 @@ _call_keys = itertools.count(1)
 TERMINATE_GRACE = 1.0
 # How often a slot waiting for a chunk checks whether its call was cancelled.
 _POLL_SECONDS = 0.1
+# How long a cancelled chunk may take to end by itself (its jobs' contexts are
+# cancelled) before its worker is terminated.
+CANCEL_GRACE = 0.25
 
 Chunk = tuple[Call, list[Job]]
 
@@ -173,6 +178,7 @@ class _Worker:
         child_conn.close()
         lifeline_reader.close()
         self.jobs_run = 0
+        self._chunks = 0
         self.known: OrderedDict[int, None] = OrderedDict()
         self._ready = False
 
@@ -204,6 +210,17 @@ class _Worker:
             except (EOFError, OSError):
                 return None
         return None
+
+    def next_chunk(self) -> int:
+        self._chunks += 1
+        return self._chunks
+
+    def cancel(self, chunk: int) -> None:
+        """Ask the worker to cancel the running job's Context, if it still runs ``chunk``."""
+        try:
+            self._lifeline.send_bytes(chunk.to_bytes(8, "little", signed=True))
+        except OSError:
+            pass  # it died already
 
     def send(self, message: tuple[Any, ...]) -> None:
         self.conn.send_bytes(cloudpickle.dumps(message))
@@ -470,7 +487,8 @@ class ProcessBackend(Backend):
         collector: Collector,
     ) -> tuple[_Worker | None, float]:
         """Send one chunk and collect its outcomes; the worker to keep (or None) and its time."""
-        sendable, message = self._encode(key, jobs, collector)
+        chunk = worker.next_chunk()
+        sendable, message = self._encode(key, jobs, collector, chunk, call.timeout)
         if not sendable:
             return worker, 0.0
         worker.progress.value = -1
@@ -482,13 +500,17 @@ class ProcessBackend(Backend):
         if slot.wants_spare:
             slot.prepare_spare(lambda: self._spare(key, fn_bytes))
         deadline = None if call.timeout is None else monotonic() + call.timeout
+        give_up_at: float | None = None  # set once the call is cancelled
         while True:
             wait_for = _POLL_SECONDS
             if deadline is not None:
                 wait_for = min(wait_for, max(0.0, deadline - monotonic()))
             reply = worker.receive(wait_for)
             if reply is ...:
-                if call.cancelled:
+                if call.cancelled and give_up_at is None:
+                    worker.cancel(chunk)  # cooperative jobs see current_context() cancelled
+                    give_up_at = monotonic() + CANCEL_GRACE
+                if give_up_at is not None and monotonic() >= give_up_at:
                     worker.stop(kill=True)
                     call.stats.cancelled(len(sendable))
                     return None, 0.0
@@ -515,10 +537,13 @@ class ProcessBackend(Backend):
             return worker, seconds
 
     @staticmethod
-    def _encode(key: int, jobs: list[Job], collector: Collector) -> tuple[list[Job], bytes]:
+    def _encode(
+        key: int, jobs: list[Job], collector: Collector, chunk: int, timeout: float | None
+    ) -> tuple[list[Job], bytes]:
         """The jobs whose input can be pickled and their message; the others fail clearly."""
         try:
-            return jobs, bytes(cloudpickle.dumps(("run", key, [job.item for job in jobs])))
+            items = [job.item for job in jobs]
+            return jobs, bytes(cloudpickle.dumps(("run", key, items, chunk, timeout)))
         except Exception:
             pass
         sendable = []
@@ -529,7 +554,8 @@ class ProcessBackend(Backend):
             except Exception as error:
                 message = f"job {job.index} ({job.item!r:.200}) cannot be sent to a worker process"
                 collector.error(job, TypeError(f"{message}: {error}"))
-        return sendable, bytes(cloudpickle.dumps(("run", key, [job.item for job in sendable])))
+        items = [job.item for job in sendable]
+        return sendable, bytes(cloudpickle.dumps(("run", key, items, chunk, timeout)))
 
     def _crashed(self, worker: _Worker, call: Call, jobs: list[Job], collector: Collector) -> None:
         _reap(worker.process, TERMINATE_GRACE)

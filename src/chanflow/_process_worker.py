@@ -5,7 +5,9 @@ imports as little as it can. Every message is a cloudpickled tuple sent with
 ``Connection.send_bytes``:
 
 parent -> worker: ``("fn", key, fn_bytes)`` registers a call's function;
-``("run", key, items)`` runs it over ``items``; ``("stop",)`` ends the worker.
+``("run", key, items, chunk, timeout)`` runs it over ``items`` (``chunk`` numbers the
+chunk, ``timeout`` is the per-attempt timeout or None); ``("stop",)`` ends the
+worker. On the lifeline pipe, the parent writes the number of a chunk to cancel.
 worker -> parent: ``("ready",)`` once the initializer ran, or
 ``("init-failed", error_text)``; ``("done", failures, values, seconds)`` per chunk:
 ``values`` in item order (None where a job failed), ``failures`` by position, each
@@ -14,7 +16,8 @@ travels as a plain list of values.
 
 A worker ignores SIGINT (the parent decides what Ctrl-C means) and exits by itself
 when the parent process dies: a thread waits on the *lifeline* pipe, whose other
-end only the parent holds, and ends the process when it reads end-of-file.
+end only the parent holds, and ends the process when it reads end-of-file. The same
+thread cancels the running job's Context when the parent asks (see JobScope).
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import signal
 import threading
 import time
 import traceback
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any
 
 import cloudpickle
 
-__all__ = ["KNOWN_FUNCTIONS", "worker_main", "worker_state_dict"]
+from ._context import Context, background
+
+__all__ = ["KNOWN_FUNCTIONS", "JobScope", "job_context", "worker_main", "worker_state_dict"]
 
 # A worker keeps the functions of this many calls, forgetting the oldest first; the
 # parent mirrors the same bookkeeping, so it always knows which ones to send again.
@@ -43,9 +48,81 @@ def worker_state_dict() -> dict[str, Any] | None:
     return _state
 
 
-def _watch_parent(lifeline: Connection) -> None:
-    wait([lifeline])  # readable only at end-of-file: the parent is gone
-    os._exit(70)
+class JobScope:
+    """The job a worker process is running, for ``cf.current_context()`` inside it.
+
+    The job's Context is made only when the job asks for it. It is cancelled when
+    the job ends, when its deadline (the pool's ``timeout``) passes, or when the
+    parent cancels the chunk (a message on the lifeline pipe, naming the chunk by
+    its sequence number so that a late message cannot cancel the next chunk).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.chunk = -1
+        self._cancelled_chunk = -1
+        self._timeout: float | None = None
+        self._started = 0.0
+        self.running = False
+        self._context: Context | None = None
+
+    def begin_chunk(self, chunk: int, timeout: float | None) -> None:
+        with self._lock:
+            self.chunk = chunk
+            self._timeout = timeout
+
+    def begin_job(self) -> None:
+        self._started = time.monotonic()
+        self.running = True
+
+    def end_job(self) -> None:
+        self.running = False
+        context = self._context
+        if context is not None:
+            self._context = None
+            context.cancel()
+
+    def context(self) -> Context:
+        with self._lock:
+            context = self._context
+            if context is None:
+                timeout = self._timeout
+                root = background()
+                if timeout is None:
+                    context = root.with_cancel()
+                else:
+                    context = root.with_deadline(self._started + timeout)
+                if self._cancelled_chunk == self.chunk:
+                    context.cancel()
+                self._context = context
+            return context
+
+    def cancel(self, chunk: int) -> None:
+        with self._lock:
+            self._cancelled_chunk = chunk
+            context = self._context if chunk == self.chunk else None
+        if context is not None:
+            context.cancel()
+
+
+_scope: JobScope | None = None
+
+
+def job_context() -> Context | None:
+    """The running job's Context in a worker process; None anywhere else."""
+    scope = _scope
+    if scope is None or not scope.running:
+        return None
+    return scope.context()
+
+
+def _watch_parent(lifeline: Connection, scope: JobScope) -> None:
+    while True:
+        try:
+            message = lifeline.recv_bytes()  # a chunk to cancel
+        except (EOFError, OSError):
+            os._exit(70)  # end-of-file: the parent is gone
+        scope.cancel(int.from_bytes(message, "little", signed=True))
 
 
 Failure = tuple[Any, str, str, str]  # (the error or None, its type name, message, traceback)
@@ -56,18 +133,23 @@ def _failure(error: BaseException) -> Failure:
     return error, type(error).__qualname__, str(error), text
 
 
-def _run(fn: Any, items: list[Any], progress: Any) -> tuple[dict[int, Failure], list[Any]]:
+def _run(
+    fn: Any, items: list[Any], progress: Any, scope: JobScope
+) -> tuple[dict[int, Failure], list[Any]]:
     """Run ``fn`` over ``items``: the failures by position, and the values (None where failed)."""
     failures: dict[int, Failure] = {}
     values: list[Any] = []
     append = values.append
     for position, item in enumerate(items):
         progress.value = position  # if this job kills the process, the parent knows it
+        scope.begin_job()
         try:
             append(fn(item))
         except BaseException as error:  # a job's failure, whatever it is, is its outcome
             append(None)
             failures[position] = _failure(error)
+        finally:
+            scope.end_job()
     return failures, values
 
 
@@ -104,9 +186,10 @@ def worker_main(conn: Connection, lifeline: Connection, progress: Any, initializ
     ``progress`` is a shared integer: the position in the current chunk of the job
     running now, so that the parent can tell which job a crash belongs to.
     """
-    global _state
+    global _state, _scope
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(lifeline,), daemon=True).start()
+    scope = _scope = JobScope()
+    threading.Thread(target=_watch_parent, args=(lifeline, scope), daemon=True).start()
     _state = {}
     try:
         init, initargs = cloudpickle.loads(initializer)
@@ -125,8 +208,10 @@ def worker_main(conn: Connection, lifeline: Connection, progress: Any, initializ
             return
         kind = message[0]
         if kind == "run":
+            _, key, items, chunk, timeout = message
+            scope.begin_chunk(chunk, timeout)
             started = time.perf_counter()
-            failures, values = _run(functions[message[1]], message[2], progress)
+            failures, values = _run(functions[key], items, progress, scope)
             conn.send_bytes(_encode_done(failures, values, time.perf_counter() - started))
         elif kind == "fn":
             if len(functions) >= KNOWN_FUNCTIONS:
