@@ -517,9 +517,7 @@ class AsyncSession(Session):
         consumer: _Consumer,
         call_kwargs: dict[str, Any],
     ) -> Outcome:
-        outcome = self._call(self._aloop_over(method, fn, jobs, consumer, call_kwargs))
-        assert isinstance(outcome, Outcome)
-        return outcome
+        return cast(Outcome, self._call(self._aloop_over(method, fn, jobs, consumer, call_kwargs)))
 
     async def _aloop_over(
         self,

@@ -191,8 +191,7 @@ def test_a_timeout_kills_the_hung_worker_and_capacity_holds() -> None:
         results = {result.index: result for result in pool.results(body, range(20))}
     assert time.monotonic() - start < 10
     assert isinstance(results[0].error, cf.JobTimeout)
-    hung_pid_gone = [result.value for result in results.values() if result.ok]
-    assert len(hung_pid_gone) == 19
+    assert [job for job, result in sorted(results.items()) if result.ok] == list(range(1, 20))
 
 
 # -- workers: initializer, state, recycling --------------------------------------------------------
@@ -203,14 +202,19 @@ def load_model(size: int) -> None:
 
 
 def test_initializer_and_worker_state() -> None:
-    def body(job: int) -> tuple[int, int]:
+    def body(job: int) -> tuple[int, int, int]:
         state = cf.worker_state()
         state["jobs"] = state.get("jobs", 0) + 1
-        return len(state["model"]), os.getpid()
+        return len(state["model"]), os.getpid(), state["jobs"]
 
     with cf.WorkerPool(workers=2, backend="process", initializer=load_model, initargs=(5,)) as pool:
         outcomes = list(pool.map(body, range(50)))
-    assert {size for size, _ in outcomes} == {5}
+    assert {size for size, _, _ in outcomes} == {5}
+    # The state lives as long as its worker: each worker counted its own jobs 1, 2, 3...
+    counts: dict[int, list[int]] = {}
+    for _, pid, count in outcomes:
+        counts.setdefault(pid, []).append(count)
+    assert all(sorted(seen) == list(range(1, len(seen) + 1)) for seen in counts.values())
 
 
 def failing_initializer() -> None:

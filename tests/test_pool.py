@@ -584,7 +584,6 @@ def test_a_callable_backoff_sets_the_delay_between_attempts(backend: Backend, st
 
 @each_backend_and_style
 def test_a_backoff_object_keeps_its_delays_under_its_cap(backend: Backend, style: Style) -> None:
-    assert isinstance(cf.Backoff(), cf.Backoff)
     starts: list[float] = []
 
     def body(job: str) -> str:
@@ -643,8 +642,7 @@ def test_timed_out_jobs_report_job_timeout_and_capacity_holds(
             assert timed_out.seconds < 1.0, "JobTimeout came late"
             assert len(timed_out.items) == 2
             for result in timed_out.items:
-                assert isinstance(result.error, cf.JobTimeout)
-                assert isinstance(result.error, TimeoutError)
+                assert isinstance(result.error, cf.JobTimeout)  # a TimeoutError: test_public_api
                 assert result.attempts == 1
             if backend.cancels_timed_out_jobs:
                 wait_until(lambda: len(stuck_ends) == 2, PROMPT)
@@ -950,7 +948,6 @@ def test_stats_add_up_after_a_run(backend: Backend, style: Style) -> None:
     assert len(outcome.items) == 12
     assert stats.submitted == 12
     assert (stats.completed, stats.failed) == (8, 4)
-    assert stats.submitted == stats.completed + stats.failed
     assert stats.retried == 5  # jobs 0, 1, 2, 3 and 4 once each
     assert stats.timed_out == 2
     assert stats.in_flight == 0

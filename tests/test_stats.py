@@ -11,7 +11,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chanflow._result import Result
 from chanflow._stats import LATENCY_WINDOW, PoolStats, StatsRecorder, StatsTee, nearest_rank
+
+
+def finish(recorder: StatsRecorder, elapsed: float, ok: bool) -> None:
+    """One job ends for good, in a chunk of its own (what a worker reports)."""
+    error = None if ok else RuntimeError("failed")
+    recorder.chunk_started()
+    recorder.chunk_ended([Result("job", 0, "value" if ok else None, error, 1, elapsed)])
+
+
+class AllReturned:
+    """What a worker hands over when every job of a chunk returned (``_backend.Done``)."""
+
+    def __init__(self, elapsed: list[float]) -> None:
+        self._elapsed = elapsed
+
+    def elapsed(self) -> list[float]:
+        return self._elapsed
+
 
 CONTRACT_FIELDS = [
     "submitted",
@@ -41,9 +60,9 @@ def test_pool_stats_has_the_contract_fields_then_the_additions() -> None:
 def test_cancelled_jobs_leave_the_in_flight_count() -> None:
     recorder = StatsRecorder()
     recorder.submitted(5)
-    recorder.started()
-    recorder.attempt_ended()
-    recorder.finished(0.01, True)
+    recorder.chunk_started()
+    recorder.chunk_ended([])
+    finish(recorder, 0.01, True)
     recorder.cancelled(3)
     stats = recorder.snapshot()
     assert (stats.completed, stats.cancelled, stats.in_flight) == (1, 3, 1)
@@ -55,13 +74,13 @@ def test_a_tee_counts_in_itself_and_in_its_pool() -> None:
     call = StatsTee(pool)
     for recorder in (call, other_call):
         recorder.submitted(3)
-        recorder.started()
+        recorder.chunk_started()
         recorder.timed_out()
-        recorder.attempt_ended()
+        recorder.chunk_ended([])
         recorder.retried()
-        recorder.finished(0.5, False)
+        finish(recorder, 0.5, False)
         recorder.cancelled()
-    call.finished(0.1, True)
+    finish(call, 0.1, True)
     mine, total = call.snapshot(), pool.snapshot()
     assert (mine.submitted, mine.completed, mine.failed, mine.cancelled) == (3, 1, 1, 1)
     assert (mine.retried, mine.timed_out, mine.running, mine.in_flight) == (1, 1, 0, 0)
@@ -90,13 +109,13 @@ def test_counts_follow_the_call_protocol() -> None:
     recorder.submitted(5)
     recorder.submitted()
     for _ in range(4):
-        recorder.started()
-    recorder.attempt_ended()
+        recorder.chunk_started()
+    recorder.chunk_ended([])
     recorder.timed_out()
     recorder.retried()
-    recorder.finished(0.5, ok=True)
-    recorder.finished(1.5, ok=False)
-    recorder.finished(1.0, ok=True)
+    finish(recorder, 0.5, ok=True)
+    finish(recorder, 1.5, ok=False)
+    finish(recorder, 1.0, ok=True)
     stats = recorder.snapshot()
     assert stats.submitted == 6
     assert stats.running == 3
@@ -111,7 +130,7 @@ def test_elapsed_and_throughput_come_from_the_same_clock_reading() -> None:
     recorder = StatsRecorder()
     recorder.submitted(10)
     for _ in range(10):
-        recorder.finished(0.001, ok=True)
+        finish(recorder, 0.001, ok=True)
     time.sleep(0.02)
     stats = recorder.snapshot()
     assert stats.elapsed >= 0.02
@@ -122,14 +141,14 @@ def test_elapsed_and_throughput_come_from_the_same_clock_reading() -> None:
 def test_percentiles_are_nearest_rank() -> None:
     recorder = StatsRecorder()
     for value in reversed(range(1, 101)):
-        recorder.finished(float(value), ok=True)
+        finish(recorder, float(value), ok=True)
     stats = recorder.snapshot()
     assert (stats.latency_p50, stats.latency_p90, stats.latency_p99) == (50.0, 90.0, 99.0)
 
 
 def test_one_latency_is_every_percentile() -> None:
     recorder = StatsRecorder()
-    recorder.finished(0.25, ok=False)
+    finish(recorder, 0.25, ok=False)
     stats = recorder.snapshot()
     assert stats.latency_p50 == stats.latency_p90 == stats.latency_p99 == 0.25
 
@@ -137,9 +156,9 @@ def test_one_latency_is_every_percentile() -> None:
 def test_latencies_cover_only_the_recent_window() -> None:
     recorder = StatsRecorder()
     for _ in range(50):
-        recorder.finished(1000.0, ok=True)  # old outliers that must age out
+        finish(recorder, 1000.0, ok=True)  # old outliers that must age out
     for _ in range(LATENCY_WINDOW):
-        recorder.finished(1.0, ok=True)
+        finish(recorder, 1.0, ok=True)
     stats = recorder.snapshot()
     assert stats.completed == LATENCY_WINDOW + 50
     assert stats.latency_p99 == 1.0
@@ -168,8 +187,8 @@ def test_nearest_rank_of_nothing_is_none() -> None:
 def test_str_is_one_readable_line() -> None:
     recorder = StatsRecorder()
     recorder.submitted(3)
-    recorder.finished(0.0123, ok=True)
-    recorder.finished(2.5, ok=False)
+    finish(recorder, 0.0123, ok=True)
+    finish(recorder, 2.5, ok=False)
     text = str(recorder.snapshot())
     assert "\n" not in text
     for fragment in ("3 submitted", "1 completed", "1 failed", "1 in flight", "jobs/s"):
@@ -190,14 +209,14 @@ def test_counts_add_up_exactly_under_many_threads() -> None:
         start.wait()
         for job in range(jobs_per_thread):
             recorder.submitted()
-            recorder.started()
+            recorder.chunk_started()
             if (job + seed) % 5 == 0:
                 recorder.timed_out()
-                recorder.attempt_ended()
+                recorder.chunk_ended([])
                 recorder.retried()
-                recorder.started()
-            recorder.attempt_ended()
-            recorder.finished(0.001 * (job % 7), ok=(job + seed) % 3 != 0)
+                recorder.chunk_started()
+            recorder.chunk_ended([])
+            finish(recorder, 0.001 * (job % 7), ok=(job + seed) % 3 != 0)
 
     def watcher() -> None:
         start.wait()
@@ -230,3 +249,14 @@ def test_counts_add_up_exactly_under_many_threads() -> None:
     assert stats.in_flight == 0
     assert stats.latency_p99 is not None
     assert math.isclose(stats.latency_p99, 0.006)
+
+
+def test_a_chunk_that_all_returned_is_counted_in_one_go() -> None:
+    recorder = StatsRecorder()
+    recorder.submitted(4)
+    recorder.chunk_started()
+    assert recorder.snapshot().running == 1
+    recorder.chunk_ended(AllReturned([0.1, 0.2, 0.3]))
+    stats = recorder.snapshot()
+    assert (stats.running, stats.completed, stats.failed, stats.in_flight) == (0, 3, 0, 1)
+    assert (stats.latency_p50, stats.latency_p99) == (0.2, 0.3)

@@ -233,9 +233,6 @@ class Collector:
             return results
         return Done(self._jobs, self._values, self._ends)
 
-    def __bool__(self) -> bool:
-        return bool(self._jobs) or bool(self._results)
-
 
 def _index(result: Result[Any]) -> int:
     return result.index

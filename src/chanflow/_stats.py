@@ -95,11 +95,12 @@ class StatsRecorder:
     costs about 0.15 us. ``snapshot`` sorts the latency window (up to about 1 ms
     with 10,000 latencies), so call it when a snapshot is wanted, not per job.
 
-    Call protocol: ``submitted`` when a job is taken from the input; ``started``
-    when an attempt begins running and ``attempt_ended`` when it stops, whatever the
-    outcome (so ``running`` counts executing attempts); ``timed_out`` for an attempt
-    that timed out; ``retried`` when a further attempt is scheduled; ``finished``
-    once per job, when it ends for good.
+    Call protocol: ``submitted`` when a job is taken from the input;
+    ``chunk_started`` when a worker begins a chunk of attempts and ``chunk_ended``
+    with the chunk's jobs that ended for good (a worker runs one attempt at a time,
+    so ``running`` counts executing attempts); ``timed_out`` for an attempt that
+    timed out; ``retried`` when a further attempt is scheduled; ``cancelled`` for
+    jobs dropped unstarted.
     """
 
     __slots__ = (
@@ -131,16 +132,6 @@ class StatsRecorder:
         """Count ``n`` jobs taken from the input."""
         with self._lock:
             self._submitted += n
-
-    def started(self) -> None:
-        """Count an attempt that began running."""
-        with self._lock:
-            self._running += 1
-
-    def attempt_ended(self) -> None:
-        """Count an attempt that stopped running (returned, raised or timed out)."""
-        with self._lock:
-            self._running -= 1
 
     def retried(self) -> None:
         """Count a retry attempt scheduled for a job."""
@@ -180,18 +171,6 @@ class StatsRecorder:
         """Count ``n`` jobs dropped without running because their call was cancelled."""
         with self._lock:
             self._cancelled += n
-
-    def finished(self, elapsed: float, ok: bool) -> None:
-        """Count a job that ended for good: with a value if ``ok``, else with an error.
-
-        ``elapsed`` is the job's seconds from first start to end (its latency).
-        """
-        with self._lock:
-            if ok:
-                self._completed += 1
-            else:
-                self._failed += 1
-            self._latencies.append(elapsed)
 
     def snapshot(self) -> PoolStats:
         """A consistent frozen snapshot of the counters. Never blocks beyond the lock."""
@@ -234,14 +213,6 @@ class StatsTee(StatsRecorder):
         super().submitted(n)
         self._also.submitted(n)
 
-    def started(self) -> None:
-        super().started()
-        self._also.started()
-
-    def attempt_ended(self) -> None:
-        super().attempt_ended()
-        self._also.attempt_ended()
-
     def retried(self) -> None:
         super().retried()
         self._also.retried()
@@ -261,7 +232,3 @@ class StatsTee(StatsRecorder):
     def cancelled(self, n: int = 1) -> None:
         super().cancelled(n)
         self._also.cancelled(n)
-
-    def finished(self, elapsed: float, ok: bool) -> None:
-        super().finished(elapsed, ok)
-        self._also.finished(elapsed, ok)
