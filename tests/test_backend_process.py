@@ -441,3 +441,9 @@ def test_leaving_early_cancels_running_process_jobs_cooperatively(tmp_path: Path
     assert time.monotonic() - start < 5
     stopped = sorted(path.name for path in tmp_path.iterdir())
     assert stopped == ["cancelled-1", "started-1"], "job 1 saw its context cancelled"
+
+
+@pytest.mark.parametrize("backend", ["auto", "thread", "async"])
+def test_process_settings_on_another_backend_are_refused(backend: str) -> None:
+    with pytest.raises(ValueError, match="initializer= applies to backend='process' only"):
+        cf.WorkerPool(backend=backend, initializer=load_model, initargs=(1,))

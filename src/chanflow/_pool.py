@@ -123,6 +123,14 @@ def _positive_int_or_none(value: object, name: str) -> int | None:
     return value
 
 
+def _refuse_process_options(options: dict[str, Any]) -> None:
+    """Process settings given to another backend would be silently ignored: refuse them."""
+    defaults: dict[str, Any] = {"initargs": ()}
+    for name, value in options.items():
+        if value != defaults.get(name):
+            raise ValueError(f"{name}= applies to backend='process' only")
+
+
 def _check_backend(backend: object) -> str:
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(
@@ -513,14 +521,19 @@ class WorkerPool:
     ) -> None:
         self._workers = _positive_int_or_none(workers, "workers")
         self._kind = _check_backend(backend)
-        self._process_options: dict[str, Any] = {
+        process_options: dict[str, Any] = {
             "mp_context": mp_context,
             "initializer": initializer,
             "initargs": initargs,
             "max_jobs_per_worker": max_jobs_per_worker,
         }
-        if self._kind == "process":  # check them now, start nothing
-            ProcessBackend(1, **self._process_options)
+        # Built now, so its settings are checked now; it starts nothing before work.
+        self._process_backend: ProcessBackend | None = None
+        if self._kind == "process":
+            workers = self._workers or _default_workers("process")
+            self._process_backend = ProcessBackend(workers, **process_options)
+        else:
+            _refuse_process_options(process_options)
         self._settings = _Settings(
             buffer=_positive_int_or_none(buffer, "buffer"),
             chunksize=_positive_int_or_none(chunksize, "chunksize"),
@@ -535,7 +548,6 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._closed = False
         self._thread_backend: ThreadBackend | None = None
-        self._process_backend: ProcessBackend | None = None
         self._async_backends: dict[asyncio.AbstractEventLoop, AsyncBackend] = {}
         self._loop_thread: LoopThread | None = None
         # The generators of map/results calls not yet finished, and their runs.
@@ -585,9 +597,7 @@ class WorkerPool:
         return self._thread_backend
 
     def _process_locked(self) -> ProcessBackend:
-        if self._process_backend is None:
-            workers = self._workers or _default_workers("process")
-            self._process_backend = ProcessBackend(workers, **self._process_options)
+        assert self._process_backend is not None, "made in __init__ for backend='process'"
         return self._process_backend
 
     def _async_locked(self, loop: asyncio.AbstractEventLoop | None) -> AsyncBackend:
