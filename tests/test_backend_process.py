@@ -447,3 +447,27 @@ def test_leaving_early_cancels_running_process_jobs_cooperatively(tmp_path: Path
 def test_process_settings_on_another_backend_are_refused(backend: str) -> None:
     with pytest.raises(ValueError, match="initializer= applies to backend='process' only"):
         cf.WorkerPool(backend=backend, initializer=load_model, initargs=(1,))
+
+
+def hanging_initializer() -> None:
+    time.sleep(60)
+
+
+class LeaveEarly(Exception):
+    pass
+
+
+def test_leaving_while_an_initializer_hangs_returns_promptly() -> None:
+    futures: list[Any] = []
+
+    def leave_on_an_error() -> None:
+        with cf.WorkerPool(workers=1, backend="process", initializer=hanging_initializer) as pool:
+            futures.append(pool.submit(square, 3))
+            time.sleep(0.2)  # the worker is in its initializer now, or soon
+            raise LeaveEarly
+
+    start = time.monotonic()
+    with pytest.raises(LeaveEarly):
+        leave_on_an_error()
+    assert time.monotonic() - start < 5
+    assert futures[0].cancelled()

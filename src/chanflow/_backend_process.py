@@ -156,6 +156,10 @@ def _main_module_hidden() -> Iterator[None]:
             main.__dict__.update(saved)
 
 
+class _Abandoned(Exception):
+    """Nobody wants the chunk a worker was starting for any more (its call was cancelled)."""
+
+
 class _InitFailed(Exception):
     """The worker initializer raised: every job fails with this, no worker restarts."""
 
@@ -182,14 +186,19 @@ class _Worker:
         self.known: OrderedDict[int, None] = OrderedDict()
         self._ready = False
 
-    def wait_ready(self) -> _Worker:
+    def wait_ready(self, abandon: Callable[[], bool]) -> _Worker:
         """Block until the worker has run its initializer; raise _InitFailed if it failed.
 
         Separate from starting, so that a spare can start while other work goes on.
+        An initializer may hang: while it runs, ``abandon()`` is asked every
+        ``_POLL_SECONDS``, and if it says so the worker is terminated (_Abandoned).
         """
         if self._ready:
             return self
-        reply = self.receive(None)
+        while (reply := self.receive(_POLL_SECONDS)) is ...:
+            if abandon():
+                self.stop(kill=True)
+                raise _Abandoned
         if reply is None:
             self.stop()
             raise _InitFailed(f"the worker initializer could not run: {_death(self.process)}")
@@ -283,7 +292,7 @@ class _Slot:
         )
         self._starter.start()
 
-    def take_spare(self) -> _Worker | None:
+    def take_spare(self, abandon: Callable[[], bool]) -> _Worker | None:
         """The spare, ready to work (waiting for it if it is still starting), or None."""
         if self._starter is not None:
             self._starter.join()
@@ -292,7 +301,7 @@ class _Slot:
         if spare is None:
             return None
         try:
-            return spare.wait_ready()
+            return spare.wait_ready(abandon)
         except _InitFailed:
             return None
 
@@ -429,10 +438,14 @@ class ProcessBackend(Backend):
             if worker is not None and self._over_budget(worker, len(started)):
                 worker.stop()  # recycle: this chunk would take it past its budget
                 worker = slot.worker = None
+            abandon = lambda: call.cancelled  # noqa: E731
             try:
-                worker = worker or slot.take_spare() or self._new_worker()
+                worker = worker or slot.take_spare(abandon) or self._new_worker(abandon)
             except _InitFailed as error:
                 self._fail_all(started, error, collector)
+                return
+            except _Abandoned:
+                call.stats.cancelled(len(started))
                 return
             slot.worker, seconds = self._exchange(
                 slot, worker, call, key, pickled, started, collector
@@ -462,11 +475,11 @@ class ProcessBackend(Backend):
             pass  # it died already: wait_ready() will say so
         return spare
 
-    def _new_worker(self) -> _Worker:
+    def _new_worker(self, abandon: Callable[[], bool]) -> _Worker:
         if self._init_error is not None:
             raise self._init_error
         try:
-            return _Worker(self._context, self._initializer).wait_ready()
+            return _Worker(self._context, self._initializer).wait_ready(abandon)
         except _InitFailed as error:
             self._init_error = error
             raise
