@@ -85,17 +85,19 @@ class JobScope:
     def context(self) -> Context:
         with self._lock:
             context = self._context
-            if context is None:
-                timeout = self._timeout
-                root = background()
-                if timeout is None:
-                    context = root.with_cancel()
-                else:
-                    context = root.with_deadline(self._started + timeout)
-                if self._cancelled_chunk == self.chunk:
-                    context.cancel()
-                self._context = context
-            return context
+            if context is not None:
+                return context
+            timeout = self._timeout
+            root = background()
+            if timeout is None:
+                context = root.with_cancel()
+            else:
+                context = root.with_deadline(self._started + timeout)
+            self._context = context
+            cancelled = self._cancelled_chunk == self.chunk
+        if cancelled:
+            context.cancel()  # outside the lock: it runs the context's callbacks
+        return context
 
     def cancel(self, chunk: int) -> None:
         with self._lock:
