@@ -3,10 +3,16 @@
 **Job bodies.** A test describes a job once, as a *body*: a plain function of the job's
 arguments that returns its value, or a generator that yields *waits* (:class:`Sleep`,
 :class:`WaitEvent`, :class:`WaitCancelled`) and returns its value. Each backend's adapter
-turns a body into the kind of function that backend runs: a blocking function for threads,
-a coroutine function that awaits for asyncio. An exception a wait ends with (a
-CancelledError, say) is thrown into the body at its ``yield``, so its ``finally`` and
-``except`` clauses observe it. Adding a backend is one entry in :data:`BACKENDS`.
+turns a body into the kind of function that backend runs: a blocking function for threads
+and processes, a coroutine function that awaits for asyncio. An exception a wait ends
+with (a CancelledError, say) is thrown into the body at its ``yield``, so its
+``finally`` and ``except`` clauses observe it. Adding a backend is one entry in
+:data:`BACKENDS`.
+
+**Probes.** What a body tells the test (it started, it saw a cancel) goes through
+probes the backend makes (``backend.log()``, ``backend.event()``, ``backend.meter()``,
+``backend.rendezvous(n)``, see tests/probes.py): plain objects where jobs run in the
+test's process, manager proxies where they run in worker processes.
 
 **Consumption styles.** A :class:`Session` is one pool, entered and consumed the way user
 code would: :class:`SyncSession` with ``with`` and ``map``/``results`` on the test's thread,
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import chanflow as cf
+from probes import LOCAL, SHARED, Flag, Log, Meter, Probes
 
 __all__ = [
     "BACKENDS",
@@ -85,7 +92,7 @@ class Sleep(Wait):
 class WaitEvent(Wait):
     """Wait until ``event`` is set (True) or ``timeout`` seconds pass (False)."""
 
-    event: threading.Event
+    event: Flag
     timeout: float
 
     def block(self) -> bool:
@@ -186,15 +193,43 @@ class Backend:
 
     name: str  # the WorkerPool(backend=...) argument
     job: Callable[[Body], Callable[..., Any]]
-    cancels_timed_out_jobs: bool  # False where a timed-out attempt runs on (threads)
+    # What becomes of an attempt that timed out: it "runs on" (a thread cannot be
+    # stopped), is "cancelled" (an asyncio task), or is "killed" with its process.
+    timed_out_jobs: str
+    # Where job bodies can report to the test: in memory, or through a manager process.
+    probes: Probes
+    # The documented default of ``buffer`` per worker: two jobs, or two chunks of up to
+    # 512 jobs where chunking is what makes small jobs cheap (processes).
+    buffer_per_worker: int = 2
 
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def in_process(self) -> bool:
+        """Whether jobs run in the test's own process."""
+        return self.probes is LOCAL
+
+    def default_buffer(self, workers: int) -> int:
+        return self.buffer_per_worker * workers
+
+    def log(self) -> Log[Any]:
+        return self.probes.log()
+
+    def event(self) -> Flag:
+        return self.probes.event()
+
+    def meter(self) -> Meter:
+        return Meter(self.probes)
+
+    def rendezvous(self, parties: int, timeout: float = 3.0) -> Rendezvous:
+        return Rendezvous(self.probes, parties, timeout)
+
 
 BACKENDS = (
-    Backend("thread", thread_job, cancels_timed_out_jobs=False),
-    Backend("async", async_job, cancels_timed_out_jobs=True),
+    Backend("thread", thread_job, timed_out_jobs="runs on", probes=LOCAL),
+    Backend("async", async_job, timed_out_jobs="cancelled", probes=LOCAL),
+    Backend("process", thread_job, timed_out_jobs="killed", probes=SHARED, buffer_per_worker=1024),
 )
 
 # -- probes ---------------------------------------------------------------------------------
@@ -239,17 +274,16 @@ class Source:
 class Rendezvous:
     """``parties`` jobs meet: each yields ``arrive()`` and gets True once all are there."""
 
-    def __init__(self, parties: int, timeout: float = 3.0) -> None:
+    def __init__(self, probes: Probes, parties: int, timeout: float = 3.0) -> None:
         self._parties = parties
         self._timeout = timeout
-        self._lock = threading.Lock()
-        self._arrived = 0
-        self.all_here = threading.Event()
+        self._lock = probes.lock()
+        self._arrived = probes.tally()
+        self.all_here = probes.event()
 
     def arrive(self) -> WaitEvent:
         with self._lock:
-            self._arrived += 1
-            if self._arrived >= self._parties:
+            if self._arrived.add("parties") >= self._parties:
                 self.all_here.set()
         return WaitEvent(self.all_here, self._timeout)
 

@@ -1,13 +1,14 @@
 """The process backend: real worker processes, real crashes, real signals.
 
-The backend-parametrised suite (tests/test_pool.py) does not run on processes yet:
-its job bodies share threading events and lists with the test, which processes
-cannot. These tests cover what is particular to processes; the jobs report back
-through their return values or the filesystem.
+The backend-parametrised suite (tests/test_pool.py) runs on processes too. These
+tests cover what is particular to processes; the jobs report back through their
+return values or the filesystem.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import random
 import signal
@@ -124,6 +125,63 @@ def test_an_unpicklable_function_fails_every_job_without_hanging(pool: cf.Worker
     results = list(pool.results(lambda job: lock.locked(), range(3)))
     assert len(results) == 3
     assert all(isinstance(result.error, TypeError) for result in results)
+
+
+class LoadsIn:
+    """A job function that, unpickled in a worker process, first runs ``on_load`` there.
+
+    A job returns the time it started (``time.monotonic`` is the same clock in every
+    process here).
+    """
+
+    def __init__(self, on_load: Any) -> None:
+        self.on_load = on_load
+
+    def __call__(self, job: int) -> float:
+        return time.monotonic()
+
+    def __reduce__(self) -> Any:
+        return (_load_in_worker, (self.on_load, os.getpid()))
+
+
+def _load_in_worker(on_load: Any, parent: int) -> LoadsIn:
+    if os.getpid() != parent:
+        on_load()
+    return LoadsIn(on_load)
+
+
+def _cannot_import() -> None:
+    raise ModuleNotFoundError("No module named 'only_on_the_parent'")
+
+
+def _imports_slowly() -> None:
+    time.sleep(0.6)
+
+
+def test_a_function_a_worker_cannot_load_fails_every_job_clearly(pool: cf.WorkerPool) -> None:
+    results = list(pool.results(LoadsIn(_cannot_import), range(3)))
+    assert len(results) == 3
+    for result in results:
+        assert isinstance(result.error, RuntimeError), result.error
+        assert "could not be loaded in the worker process" in str(result.error)
+        assert "only_on_the_parent" in str(result.error)
+    assert list(pool.map(square, range(3))) == [0, 1, 4], "the workers should still serve"
+
+
+def test_loading_the_function_is_not_part_of_the_timeout() -> None:
+    # Importing what a function needs in a fresh worker (0.6 s here) is not the job's run.
+    with cf.WorkerPool(workers=2, backend="process", timeout=0.3) as pool:
+        results = list(pool.results(LoadsIn(_imports_slowly), range(6)))
+    assert [result.error for result in results] == [None] * 6
+
+
+def test_rate_tokens_are_taken_once_a_worker_can_start_the_job() -> None:
+    # Tokens taken while the workers load the function (0.6 s) would let the first
+    # jobs start all at once when loading ends.
+    with cf.WorkerPool(workers=4, backend="process", rate="20/s") as pool:
+        starts = sorted(pool.map(LoadsIn(_imports_slowly), range(6)))
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.05 - 0.01, gaps
 
 
 def test_a_50_mb_result_comes_back(pool: cf.WorkerPool) -> None:
@@ -471,3 +529,24 @@ def test_leaving_while_an_initializer_hangs_returns_promptly() -> None:
         leave_on_an_error()
     assert time.monotonic() - start < 5
     assert futures[0].cancelled()
+
+
+async def async_square(job: int) -> tuple[int, int]:
+    await asyncio.sleep(0.001)
+    return job * job, os.getpid()
+
+
+def test_coroutine_functions_run_in_worker_processes(pool: cf.WorkerPool) -> None:
+    results = list(pool.map(async_square, range(50)))
+    assert [value for value, _ in results] == [job * job for job in range(50)]
+    assert os.getpid() not in {pid for _, pid in results}
+
+    async def deadline_left(job: float) -> float:
+        await asyncio.sleep(job)
+        deadline = cf.current_context().deadline
+        return -1.0 if deadline is None else deadline - time.monotonic()
+
+    [left] = pool.map(deadline_left, [0.0], timeout=5.0)
+    assert 4.0 < left <= 5.0
+    [timed_out] = pool.results(deadline_left, [30.0], timeout=0.1)
+    assert isinstance(timed_out.error, cf.JobTimeout)

@@ -3,9 +3,10 @@
 A test marked ``each_backend_and_style`` runs for every backend of pool_helpers.BACKENDS,
 consumed from sync code (``with`` + ``map``/``results``, on this thread) and from async code
 (``async with`` + ``amap``/``aresults``, on an event loop thread of the test's own): so the
-thread backend is also driven from async code, and the async backend from sync code (where
-the pool owns an event loop thread). Job bodies are written once (see pool_helpers) and
-adapted to each backend. Only the public namespace ``chanflow`` is used.
+thread and process backends are also driven from async code, and the async backend from
+sync code (where the pool owns an event loop thread). Job bodies are written once (see
+pool_helpers) and adapted to each backend; what they record goes through probes that work
+across processes. Only the public namespace ``chanflow`` is used.
 
 Bounds on "promptly" are generous (PROMPT seconds where the slow path takes 5 s); bounds on
 how much input is taken allow SLACK items beyond ``buffer``.
@@ -37,16 +38,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chanflow as cf
-from helpers import ConcurrencyMeter, wait_until
+from helpers import wait_until
 from pool_helpers import (
     BACKENDS,
+    DEFAULT_WORKERS,
     STOP,
     STYLES,
     AsyncSession,
     Backend,
     Outcome,
     Pause,
-    Rendezvous,
     Sleep,
     Source,
     Steps,
@@ -54,6 +55,7 @@ from pool_helpers import (
     WaitCancelled,
     WaitEvent,
 )
+from probes import Log
 
 each_backend_and_style = pytest.mark.parametrize(
     ("backend", "style"),
@@ -107,7 +109,7 @@ def value_of(item: Any) -> Any:
     return item.value if isinstance(item, cf.Result) else item
 
 
-def assert_no_more_starts(starts: list[Any]) -> None:
+def assert_no_more_starts(starts: Log[Any]) -> None:
     """Nothing may start any more: give the pool a moment to misbehave, then look."""
     count = len(starts)
     time.sleep(0.05)
@@ -117,7 +119,7 @@ def assert_no_more_starts(starts: list[Any]) -> None:
 # -- ordering and results -------------------------------------------------------------------
 
 
-def every_fourth_is_slow(finished: list[int]) -> Any:
+def every_fourth_is_slow(finished: Log[int]) -> Any:
     def body(job: int) -> Steps:
         # Job 0, 4, 8... sleep longest, so the three after each finish before it.
         yield Sleep(0.02 if job % 4 == 0 else 0.001)
@@ -131,7 +133,7 @@ def every_fourth_is_slow(finished: list[int]) -> Any:
 def test_map_yields_input_order_though_later_jobs_finish_first(
     backend: Backend, style: Style
 ) -> None:
-    finished: list[int] = []
+    finished = backend.log()
     outcome = style.run(backend, "map", every_fourth_is_slow(finished), range(24))
     assert outcome.error is None
     assert outcome.items == [job * 10 for job in range(24)]
@@ -141,7 +143,7 @@ def test_map_yields_input_order_though_later_jobs_finish_first(
 @each_backend_and_style
 @pytest.mark.parametrize("method", ["map", "results"])
 def test_ordered_true_yields_input_order(backend: Backend, style: Style, method: str) -> None:
-    finished: list[int] = []
+    finished = backend.log()
     outcome = style.run(backend, method, every_fourth_is_slow(finished), range(24), ordered=True)
     assert outcome.error is None
     assert [value_of(item) for item in outcome.items] == [job * 10 for job in range(24)]
@@ -161,7 +163,7 @@ def test_unordered_yields_completion_order(
 ) -> None:
     # Job 0 finishes only once the consumer has received the three others: in completion
     # order that is possible; in input order job 0 would wait 3 s and report -1.
-    released = threading.Event()
+    released = backend.event()
     seen: list[int] = []
 
     def body(job: int) -> Steps:
@@ -276,18 +278,23 @@ def test_one_slow_job_in_ordered_mode_keeps_the_in_flight_bound(
     backend: Backend, style: Style
 ) -> None:
     source = Source(range(200))
-    pulled_while_head_ran: list[int] = []
+    pulled_when_the_head_came: list[int] = []
 
     def body(job: int) -> Steps:
         if job == 0:
             yield Sleep(0.3)
-            pulled_while_head_ran.append(source.pulled)
         return job
 
-    outcome = style.run(backend, "map", body, source, pool={"workers": 2, "buffer": 4})
+    def on_item(item: int) -> None:
+        if item == 0:
+            pulled_when_the_head_came.append(source.pulled)
+
+    pool = {"workers": 2, "buffer": 4}
+    outcome = style.run(backend, "map", body, source, pool=pool, on_item=on_item)
     assert outcome.error is None
     assert outcome.items == list(range(200))
-    assert pulled_while_head_ran[0] <= 4 + SLACK
+    # The head handed over, at most `buffer` more taken (not the 200 that finished behind it).
+    assert pulled_when_the_head_came[0] <= 1 + 4 + SLACK
 
 
 @each_backend_and_style
@@ -305,7 +312,8 @@ def test_an_endless_input_with_break_returns_promptly(
         assert outcome.seconds < PROMPT
         assert len(outcome.items) == 100
         wait_until(lambda: source.closed, PROMPT)
-        assert source.pulled <= 100 + 2 * session.pool_kwargs["workers"] + SLACK
+        buffer = backend.default_buffer(session.pool_kwargs["workers"])
+        assert source.pulled <= 100 + buffer + SLACK
     assert session.exit_seconds < PROMPT
 
 
@@ -317,7 +325,7 @@ def test_map_raises_the_first_failure_in_input_order_and_cancels_the_rest(
     backend: Backend, style: Style
 ) -> None:
     source = Source(range(500))
-    starts: list[int] = []
+    starts = backend.log()
 
     def body(job: int) -> Steps:
         starts.append(job)
@@ -402,7 +410,7 @@ def test_break_closes_an_async_input(backend: Backend) -> None:
         )
         assert outcome.items == list(range(10))
         wait_until(lambda: source.closed, PROMPT)
-        assert source.pulled <= 10 + 2 * session.pool_kwargs["workers"] + SLACK
+        assert source.pulled <= 10 + backend.default_buffer(session.pool_kwargs["workers"]) + SLACK
 
 
 # -- early exit -----------------------------------------------------------------------------
@@ -414,16 +422,14 @@ def test_early_exit_cancels_closes_and_returns_promptly(
     backend: Backend, style: Style, how: str
 ) -> None:
     source = Source(range(1000))
-    starts: list[int] = []
-    ends: list[int] = []
-    contexts: list[cf.Context] = []
+    starts, ends, saw_cancel = backend.log(), backend.log(), backend.log()
 
     def body(job: int) -> Steps:
         starts.append(job)
         try:
             if job >= 5:
-                contexts.append(cf.current_context())
-                yield WaitCancelled(5.0)  # cooperative: stops once the pool cancels it
+                # Cooperative: stops once the pool cancels the job's context.
+                saw_cancel.append((yield WaitCancelled(5.0)))
             return job
         finally:
             ends.append(job)
@@ -459,7 +465,7 @@ def test_early_exit_cancels_closes_and_returns_promptly(
     assert session.exit_seconds < PROMPT
     assert closed_on_exit == [True], "the input was not closed when the pool was left"
     wait_until(lambda: sorted(ends) == sorted(starts), PROMPT)
-    assert all(context.cancelled for context in contexts)
+    assert all(saw_cancel), "a waiting job ended without its context cancelled"
     assert len(starts) <= 5 + 8 + SLACK
     assert_no_more_starts(starts)
 
@@ -470,15 +476,14 @@ def test_early_exit_cancels_closes_and_returns_promptly(
 class FlakyJobs:
     """Job ``j`` fails its first ``plan[j]`` attempts, then returns ``j``."""
 
-    def __init__(self, plan: list[int]) -> None:
+    def __init__(self, backend: Backend, plan: list[int]) -> None:
         self.plan = plan
-        self.attempts = [0] * len(plan)
+        self.attempts = backend.probes.tally()  # attempts of one job never overlap
 
     def body(self, job: int) -> int:
-        # Attempts of one job never overlap, so this needs no lock.
-        self.attempts[job] += 1
-        if self.attempts[job] <= self.plan[job]:
-            raise Flaky(job, self.attempts[job])
+        attempt = self.attempts.add(job)
+        if attempt <= self.plan[job]:
+            raise Flaky(job, attempt)
         return job
 
     def failing(self, retries: int) -> set[int]:
@@ -499,7 +504,7 @@ class FlakyJobs:
 def test_a_job_failing_k_times_succeeds_after_k_retries(
     backend: Backend, style: Style, plan: list[int], retries: int
 ) -> None:
-    jobs = FlakyJobs(plan)
+    jobs = FlakyJobs(backend, plan)
     with style.session(backend, retries=retries, backoff=no_backoff) as session:
         outcome = session.consume("results", jobs.body, range(len(plan)))
         stats = session.stats()
@@ -521,12 +526,11 @@ def test_a_job_failing_k_times_succeeds_after_k_retries(
 
 @each_backend_and_style
 def test_retry_on_decides_which_errors_are_retried(backend: Backend, style: Style) -> None:
-    attempts: Counter[str] = Counter()
+    attempts = backend.probes.tally()
     errors = {"key": KeyError, "value": ValueError, "type": TypeError}
 
     def fails_once(job: str) -> str:
-        attempts[job] += 1
-        if attempts[job] == 1:
+        if attempts.add(job) == 1:
             raise errors[job.split("-")[0]](job)
         return job
 
@@ -544,7 +548,7 @@ def test_retry_on_decides_which_errors_are_retried(backend: Backend, style: Styl
 
 @each_backend_and_style
 def test_retries_can_be_overridden_per_call(backend: Backend, style: Style) -> None:
-    jobs = FlakyJobs([1, 1, 3])
+    jobs = FlakyJobs(backend, [1, 1, 3])
     with style.session(backend, retries=1, backoff=no_backoff) as session:
         refused = session.consume("results", jobs.body, [0], retries=0)
         pool_setting = session.consume("results", jobs.body, [1])
@@ -558,7 +562,7 @@ def test_retries_can_be_overridden_per_call(backend: Backend, style: Style) -> N
 @each_backend_and_style
 def test_a_callable_backoff_sets_the_delay_between_attempts(backend: Backend, style: Style) -> None:
     asked: list[int] = []
-    starts: list[float] = []
+    starts = backend.log()
 
     def backoff(attempt: int) -> float:
         asked.append(attempt)
@@ -584,7 +588,7 @@ def test_a_callable_backoff_sets_the_delay_between_attempts(backend: Backend, st
 
 @each_backend_and_style
 def test_a_backoff_object_keeps_its_delays_under_its_cap(backend: Backend, style: Style) -> None:
-    starts: list[float] = []
+    starts = backend.log()
 
     def body(job: str) -> str:
         starts.append(time.monotonic())
@@ -608,22 +612,21 @@ def test_a_backoff_object_keeps_its_delays_under_its_cap(backend: Backend, style
 def test_timed_out_jobs_report_job_timeout_and_capacity_holds(
     backend: Backend, style: Style
 ) -> None:
-    release = threading.Event()
-    stuck_ends: list[str] = []
-    stuck_errors: list[type[BaseException]] = []
+    release = backend.event()
+    stuck_ends, stuck_errors = backend.log(), backend.log()
 
     def stuck(job: str) -> Steps:
         try:
             yield WaitEvent(release, 5.0)
             return job
         except BaseException as error:
-            stuck_errors.append(type(error))
+            stuck_errors.append(type(error).__name__)
             raise
         finally:
             stuck_ends.append(job)
 
-    meter = ConcurrencyMeter()
-    rendezvous = Rendezvous(4)
+    meter = backend.meter()
+    rendezvous = backend.rendezvous(4)
 
     def flowing(job: int) -> Steps:
         meter.enter()
@@ -644,11 +647,11 @@ def test_timed_out_jobs_report_job_timeout_and_capacity_holds(
             for result in timed_out.items:
                 assert isinstance(result.error, cf.JobTimeout)  # a TimeoutError: test_public_api
                 assert result.attempts == 1
-            if backend.cancels_timed_out_jobs:
+            if backend.timed_out_jobs == "cancelled":
                 wait_until(lambda: len(stuck_ends) == 2, PROMPT)
-                assert stuck_errors == [asyncio.CancelledError] * 2
-            else:
-                assert stuck_ends == [], "the stuck jobs should still hold their threads"
+                assert stuck_errors == ["CancelledError"] * 2
+            else:  # still holding their threads, or killed with their processes
+                assert stuck_ends == [], "the stuck jobs should not have ended"
             flow = session.consume("map", flowing, range(20))
             assert flow.error is None
             assert flow.items == [True] * 20, "fewer than 4 workers ran at once"
@@ -657,7 +660,11 @@ def test_timed_out_jobs_report_job_timeout_and_capacity_holds(
     finally:
         release.set()
     assert session.exit_seconds < PROMPT
-    wait_until(lambda: len(stuck_ends) == 2, PROMPT)
+    if backend.timed_out_jobs == "killed":
+        time.sleep(0.1)  # a process that was not killed would end its jobs now
+        assert stuck_ends == [] and stuck_errors == [], "a timed-out job ran on"
+    else:
+        wait_until(lambda: len(stuck_ends) == 2, PROMPT)
 
 
 @each_backend_and_style
@@ -665,24 +672,26 @@ def test_current_context_is_cancelled_when_the_attempt_times_out(
     backend: Backend, style: Style
 ) -> None:
     assert cf.current_context() is cf.background()
-    contexts: list[cf.Context] = []
-    ran_for: list[float] = []
+    time_left, saw_cancel = backend.log(), backend.log()
 
     def cooperative(job: int) -> Steps:
-        contexts.append(cf.current_context())
-        start = time.monotonic()
-        try:
-            return (yield WaitCancelled(5.0))
-        finally:
-            ran_for.append(time.monotonic() - start)
+        context = cf.current_context()
+        assert context is not cf.background()
+        assert context.deadline is not None
+        time_left.append(context.deadline - time.monotonic())
+        saw_cancel.append((yield WaitCancelled(5.0)))
+        return job
 
+    start = time.monotonic()
     outcome = style.run(backend, "results", cooperative, [0], timeout=0.05)
     [result] = outcome.items
     assert isinstance(result.error, cf.JobTimeout)
-    assert contexts[0] is not cf.background()
-    wait_until(lambda: contexts[0].cancelled, PROMPT)
-    wait_until(lambda: len(ran_for) == 1, PROMPT)
-    assert ran_for[0] < PROMPT
+    assert 0 < time_left[0] <= 0.05, "the job's context should end with its attempt"
+    if backend.timed_out_jobs == "killed":
+        return  # the job ended with its process: nothing in it could see the cancel
+    wait_until(lambda: len(saw_cancel) == 1, PROMPT)
+    assert saw_cancel == [True]
+    assert time.monotonic() - start < PROMPT
 
 
 # -- rate limits ----------------------------------------------------------------------------
@@ -690,7 +699,7 @@ def test_current_context_is_cancelled_when_the_attempt_times_out(
 
 @each_backend_and_style
 def test_a_rate_limits_job_starts_across_all_workers(backend: Backend, style: Style) -> None:
-    starts: list[float] = []
+    starts = backend.log()
 
     def body(job: int) -> int:
         starts.append(time.monotonic())
@@ -708,7 +717,7 @@ def test_a_rate_limits_job_starts_across_all_workers(backend: Backend, style: St
 def test_a_per_call_rate_as_a_number_or_a_limiter(
     backend: Backend, style: Style, kind: str
 ) -> None:
-    starts: list[float] = []
+    starts = backend.log()
 
     def body(job: int) -> int:
         starts.append(time.monotonic())
@@ -809,7 +818,7 @@ def test_dead_letters_into_a_json_lines_file(
 def test_exactly_once_results_under_10000_jobs_with_random_failures(
     backend: Backend, style: Style
 ) -> None:
-    jobs = FlakyJobs(FlakyJobs.plan_for(10_000, seed=3))
+    jobs = FlakyJobs(backend, FlakyJobs.plan_for(10_000, seed=3))
     with style.session(backend, retries=2, backoff=no_backoff) as session:
         outcome = session.consume("results", jobs.body, range(10_000))
         stats = session.stats()
@@ -830,7 +839,7 @@ def test_exactly_once_results_under_10000_jobs_with_random_failures(
 def test_exactly_once_map_with_dead_letters_under_10000_jobs(
     backend: Backend, style: Style
 ) -> None:
-    jobs = FlakyJobs(FlakyJobs.plan_for(10_000, seed=4))
+    jobs = FlakyJobs(backend, FlakyJobs.plan_for(10_000, seed=4))
     letters: list[cf.Result[Any]] = []
     outcome = style.run(
         backend,
@@ -867,7 +876,7 @@ def test_exactly_once_for_any_failure_pattern(
     method: str,
     ordered: bool,
 ) -> None:
-    jobs = FlakyJobs(plan)
+    jobs = FlakyJobs(backend, plan)
 
     def body(job: int) -> Steps:
         yield Sleep(delays[job] / 1000)
@@ -914,15 +923,15 @@ def test_submit_returns_a_concurrent_future(backend: Backend, style: Style) -> N
 
 @each_backend_and_style
 def test_stats_add_up_after_a_run(backend: Backend, style: Style) -> None:
-    release = threading.Event()
-    attempts: Counter[int] = Counter()
-    stuck_ends: list[int] = []
+    release = backend.event()
+    attempts = backend.probes.tally()
+    stuck_ends = backend.log()
 
     def body(job: int) -> Steps:
-        attempts[job] += 1
+        attempt = attempts.add(job)
         if job < 3:
             raise Boom(job)  # fails both attempts
-        if job == 3 and attempts[job] == 1:
+        if job == 3 and attempt == 1:
             raise Flaky(job)  # fails once, then succeeds
         if job == 4:
             try:
@@ -939,7 +948,8 @@ def test_stats_add_up_after_a_run(backend: Backend, style: Style) -> None:
             assert before.latency_p50 is None
             outcome = session.consume("results", body, range(12))
             release.set()
-            wait_until(lambda: len(stuck_ends) == 2, PROMPT)
+            if backend.timed_out_jobs != "killed":
+                wait_until(lambda: len(stuck_ends) == 2, PROMPT)
             wait_until(lambda: session.stats().running == 0, PROMPT)
             stats = session.stats()
     finally:
@@ -966,8 +976,8 @@ def test_stats_add_up_after_a_run(backend: Backend, style: Style) -> None:
 
 @each_backend_and_style
 def test_workers_bound_concurrency_and_all_are_used(backend: Backend, style: Style) -> None:
-    meter = ConcurrencyMeter()
-    rendezvous = Rendezvous(4)
+    meter = backend.meter()
+    rendezvous = backend.rendezvous(4)
 
     def body(job: int) -> Steps:
         meter.enter()
@@ -986,9 +996,10 @@ def test_workers_bound_concurrency_and_all_are_used(backend: Backend, style: Sty
 
 @each_backend
 def test_default_workers(backend: Backend) -> None:
-    workers = min(32, (os.cpu_count() or 1) + 4) if backend.name == "thread" else 100
-    meter = ConcurrencyMeter()
-    rendezvous = Rendezvous(workers)
+    cpus = os.cpu_count() or 1
+    workers = {"thread": min(32, cpus + 4), "async": 100, "process": cpus}[backend.name]
+    meter = backend.meter()
+    rendezvous = backend.rendezvous(workers)
 
     def body(job: int) -> Steps:
         meter.enter()
@@ -1007,16 +1018,22 @@ def test_default_workers(backend: Backend) -> None:
 
 @each_backend_and_style
 def test_where_jobs_run(backend: Backend, style: Style) -> None:
-    names: list[str] = []
+    places = backend.log()
 
     def body(job: int) -> int:
-        names.append(threading.current_thread().name)
+        places.append((os.getpid(), threading.current_thread().name))
         return job
 
     style.run(backend, "map", body, range(8))
-    if backend.name == "async" and style.name == "async":
-        assert set(names) == {"test-consumer-loop"}, "async jobs should run on the caller's loop"
+    pids = {pid for pid, _ in places}
+    names = {name for _, name in places}
+    if backend.name == "process":
+        assert os.getpid() not in pids, "process jobs should run in worker processes"
+        assert len(pids) <= DEFAULT_WORKERS
+    elif backend.name == "async" and style.name == "async":
+        assert names == {"test-consumer-loop"}, "async jobs should run on the caller's loop"
     else:
+        assert pids == {os.getpid()}
         assert all(name.startswith("chanflow-") for name in names), names
 
 
@@ -1284,8 +1301,8 @@ async def amain():
         async for _ in pool.amap(acooperative, itertools.count()):
             pass
 
-if sys.argv[1] == "thread":
-    with cf.WorkerPool(workers=4) as pool:
+if sys.argv[1] != "async":
+    with cf.WorkerPool(workers=4, backend=sys.argv[1]) as pool:
         print("running", flush=True)
         for _ in pool.map(cooperative, itertools.count()):
             pass

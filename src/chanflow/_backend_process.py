@@ -183,7 +183,8 @@ class _Worker:
         lifeline_reader.close()
         self.jobs_run = 0
         self._chunks = 0
-        self.known: OrderedDict[int, None] = OrderedDict()
+        self.known: OrderedDict[int, None] = OrderedDict()  # functions sent, oldest first
+        self._loaded: set[int] = set()  # functions the worker has said it loaded
         self._ready = False
 
     def wait_ready(self, abandon: Callable[[], bool]) -> _Worker:
@@ -209,16 +210,37 @@ class _Worker:
         return self
 
     def receive(self, timeout: float | None) -> Any:
-        """The next message, None if the process died, or ``...`` on timeout."""
+        """The next message, None if the process died, or ``...`` on timeout.
+
+        A ``loaded`` acknowledgement is noted and also reported as ``...``.
+        """
         ready = wait([self.conn, self.process.sentinel], timeout)
         if not ready:
             return ...
         if self.conn in ready:
             try:
-                return cloudpickle.loads(self.conn.recv_bytes())
+                message = cloudpickle.loads(self.conn.recv_bytes())
             except (EOFError, OSError):
                 return None
+            if message[0] == "loaded":
+                self._loaded.add(message[1])
+                return ...
+            return message
         return None
+
+    def load(self, key: int, fn_bytes: bytes, abandon: Callable[[], bool]) -> None:
+        """Send the function if needed and wait until the worker has loaded it.
+
+        Returns early if the worker dies (the chunk sent next finds out) or if
+        ``abandon()`` says so (asked every ``_POLL_SECONDS``).
+        """
+        try:
+            self.ensure_function(key, fn_bytes)
+        except OSError:
+            return  # it died already
+        while key not in self._loaded:
+            if self.receive(_POLL_SECONDS) is None or abandon():
+                return
 
     def next_chunk(self) -> int:
         self._chunks += 1
@@ -238,7 +260,8 @@ class _Worker:
         if key in self.known:
             return
         if len(self.known) >= KNOWN_FUNCTIONS:
-            self.known.popitem(last=False)
+            forgotten, _ = self.known.popitem(last=False)
+            self._loaded.discard(forgotten)
         self.known[key] = None
         self.conn.send_bytes(cloudpickle.dumps(("fn", key, fn_bytes)))
 
@@ -418,11 +441,27 @@ class ProcessBackend(Backend):
             self._fn_cache.pop(call_id, None)
 
     def _run_chunk(self, slot: _Slot, call: Call, jobs: list[Job]) -> None:
-        limiter = call.limiter
-        if limiter is not None:  # with a rate, chunks hold one job: one token each
+        key, pickled = self._function(call)
+        if isinstance(pickled, BaseException):
+            self._fail_all(call, jobs, pickled)
+            return
+        abandon = lambda: call.cancelled  # noqa: E731
+        try:
+            worker = self._worker_for(slot, len(jobs), abandon)
+        except _InitFailed as error:
+            self._fail_all(call, jobs, error)
+            return
+        except _Abandoned:
+            call.stats.cancelled(len(jobs))
+            return
+        if call.limiter is not None or call.timeout is not None:
+            # Paced chunks (one job each) start when sent: a rate token or a deadline
+            # must not be spent while the worker imports what the function needs.
+            worker.load(key, pickled, abandon)
+        if call.limiter is not None:
             for _ in jobs:
                 if not call.cancelled:
-                    limiter.acquire(context=call.context)
+                    call.limiter.acquire(context=call.context)
         started = call.begin_all(jobs)
         if not started:
             return
@@ -430,23 +469,6 @@ class ProcessBackend(Backend):
         collector = Collector(call)
         seconds = 0.0
         try:
-            key, pickled = self._function(call)
-            if isinstance(pickled, BaseException):
-                self._fail_all(started, pickled, collector)
-                return
-            worker = slot.worker
-            if worker is not None and self._over_budget(worker, len(started)):
-                worker.stop()  # recycle: this chunk would take it past its budget
-                worker = slot.worker = None
-            abandon = lambda: call.cancelled  # noqa: E731
-            try:
-                worker = worker or slot.take_spare(abandon) or self._new_worker(abandon)
-            except _InitFailed as error:
-                self._fail_all(started, error, collector)
-                return
-            except _Abandoned:
-                call.stats.cancelled(len(started))
-                return
             slot.worker, seconds = self._exchange(
                 slot, worker, call, key, pickled, started, collector
             )
@@ -456,6 +478,16 @@ class ProcessBackend(Backend):
             # Only a chunk that ran to the end measures anything (a crash or a timeout
             # says nothing about how long jobs take).
             call.chunk_ended(collector.outcome(), len(started) if seconds > 0 else 0, seconds)
+
+    def _worker_for(self, slot: _Slot, jobs: int, abandon: Callable[[], bool]) -> _Worker:
+        """The slot's worker for a chunk of ``jobs``: recycled, a spare, or a new one."""
+        worker = slot.worker
+        if worker is not None and self._over_budget(worker, jobs):
+            worker.stop()  # recycle: this chunk would take it past its budget
+            worker = slot.worker = None
+        worker = worker or slot.take_spare(abandon) or self._new_worker(abandon)
+        slot.worker = worker
+        return worker
 
     def _over_budget(self, worker: _Worker, jobs: int) -> bool:
         return self._max_jobs is not None and worker.jobs_run + jobs > self._max_jobs
@@ -485,9 +517,18 @@ class ProcessBackend(Backend):
             raise
 
     @staticmethod
-    def _fail_all(jobs: list[Job], error: BaseException, collector: Collector) -> None:
-        for job in jobs:
-            collector.error(job, error)
+    def _fail_all(call: Call, jobs: list[Job], error: BaseException) -> None:
+        """Every job of the chunk fails with ``error`` (its attempt counted)."""
+        started = call.begin_all(jobs)
+        if not started:
+            return
+        call.chunk_started()
+        collector = Collector(call)
+        try:
+            for job in started:
+                collector.error(job, error)
+        finally:
+            call.chunk_ended(collector.outcome(), 0, 0.0)
 
     def _exchange(
         self,

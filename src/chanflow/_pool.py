@@ -457,7 +457,8 @@ class WorkerPool:
     * ``backend``: ``"thread"`` (plain functions on ``chanflow-worker-<n>`` threads),
       ``"async"`` (coroutine functions as worker tasks on an event loop: the caller's
       loop for ``amap``/``aresults``, else a ``chanflow-loop`` thread the pool owns),
-      ``"process"`` (plain functions, lambdas and closures too, in worker processes:
+      ``"process"`` (any function, lambdas and closures too, in worker processes, one
+      job at a time each; a coroutine function runs on the worker's own event loop:
       see ``_backend_process``), or ``"auto"``: coroutine functions on asyncio,
       everything else on threads.
     * ``workers``: how many jobs run at once per backend; default
@@ -572,10 +573,6 @@ class WorkerPool:
             raise TypeError(
                 f"backend='async' runs coroutine functions, not {fn!r}; "
                 "use backend='thread' or 'auto' for a plain function"
-            )
-        if kind == "process" and is_async:
-            raise TypeError(
-                f"backend='process' runs plain functions, not the coroutine function {fn!r}"
             )
         if kind == "thread" and is_async:
             raise TypeError(

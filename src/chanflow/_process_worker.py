@@ -9,7 +9,9 @@ parent -> worker: ``("fn", key, fn_bytes)`` registers a call's function;
 chunk, ``timeout`` is the per-attempt timeout or None); ``("stop",)`` ends the
 worker. On the lifeline pipe, the parent writes the number of a chunk to cancel.
 worker -> parent: ``("ready",)`` once the initializer ran, or
-``("init-failed", error_text)``; ``("done", failures, values, seconds)`` per chunk:
+``("init-failed", error_text)``; ``("loaded", key)`` once a function is loaded (one
+that cannot be, for example because a module it needs cannot be imported here,
+fails each of its jobs saying so); ``("done", failures, values, seconds)`` per chunk:
 ``values`` in item order (None where a job failed), ``failures`` by position, each
 ``(error or None, type_name, message, traceback)``. A chunk that all went well
 travels as a plain list of values.
@@ -33,6 +35,7 @@ from typing import Any
 import cloudpickle
 
 from ._context import Context, background
+from ._sync import is_async_callable
 
 __all__ = ["KNOWN_FUNCTIONS", "JobScope", "job_context", "worker_main", "worker_state_dict"]
 
@@ -135,6 +138,47 @@ def _failure(error: BaseException) -> Failure:
     return error, type(error).__qualname__, str(error), text
 
 
+class _Unloadable:
+    """Stands for a function that could not be loaded here: each job fails saying why."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __call__(self, item: Any) -> Any:
+        message = f"the job function could not be loaded in the worker process: {self.error!r}"
+        raise RuntimeError(message) from self.error
+
+
+_loop: Any = None  # this worker's event loop, made for the first coroutine function
+
+
+class _OnLoop:
+    """A coroutine function, each job run to completion on the worker's event loop.
+
+    A worker runs one job at a time, whatever its kind: concurrency comes from the
+    number of workers (use ``backend="async"`` for many concurrent awaits).
+    """
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def __call__(self, item: Any) -> Any:
+        global _loop
+        if _loop is None:
+            import asyncio  # only workers that run coroutine functions pay for it
+
+            _loop = asyncio.new_event_loop()
+        return _loop.run_until_complete(self.fn(item))
+
+
+def _load(fn_bytes: bytes) -> Any:
+    try:
+        fn = cloudpickle.loads(fn_bytes)
+    except Exception as error:  # e.g. a module the worker cannot import
+        return _Unloadable(error)
+    return _OnLoop(fn) if is_async_callable(fn) else fn
+
+
 def _run(
     fn: Any, items: list[Any], progress: Any, scope: JobScope
 ) -> tuple[dict[int, Failure], list[Any]]:
@@ -218,6 +262,7 @@ def worker_main(conn: Connection, lifeline: Connection, progress: Any, initializ
         elif kind == "fn":
             if len(functions) >= KNOWN_FUNCTIONS:
                 del functions[next(iter(functions))]
-            functions[message[1]] = cloudpickle.loads(message[2])
+            functions[message[1]] = _load(message[2])
+            conn.send_bytes(cloudpickle.dumps(("loaded", message[1])))
         else:
             return
