@@ -34,7 +34,7 @@ from collections.abc import (
     Mapping,
 )
 from dataclasses import dataclass, replace
-from itertools import repeat
+from itertools import islice
 from types import TracebackType
 from typing import (
     TYPE_CHECKING,
@@ -50,7 +50,7 @@ from typing import (
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from ._backend import Backend, Call, Done, Job, Outcome
+from ._backend import Backend, Call, Job, Outcome, Returned
 from ._backend_async import AsyncBackend, LoopThread
 from ._backend_process import ProcessBackend
 from ._backend_thread import ThreadBackend
@@ -78,11 +78,6 @@ _LIVENESS_SECONDS = 0.5
 # An async consumer that always finds outcomes ready never suspends; let the loop
 # run its other tasks at least once every this many batches.
 _YIELD_EVERY = 16
-# A consumer handing out ready items runs pure Python without releasing the GIL; a
-# worker-side thread (a process slot, a thread worker) that wants the GIL meanwhile
-# waits up to the 5 ms switch interval. Releasing it once every 256 items (a mask)
-# bounds that wait by a few microseconds of work, for about 0.02 us per item.
-_GIL_EVERY = 255
 
 
 class CallOptions(TypedDict, total=False):
@@ -312,11 +307,10 @@ class _Run(Generic[T]):
             call, start = self.call, self.taken
             self.taken += len(items)
             self.stats.submitted(len(items))
-            jobs = list(map(Job, repeat(call, len(items)), range(start, self.taken), items))
             size = self._chunk()
-            submit = call.backend.submit
-            for begin in range(0, len(jobs), size):
-                submit(call, jobs[begin : begin + size])
+            submit = call.backend.submit_items
+            for begin in range(0, len(items), size):
+                submit(call, start + begin, items[begin : begin + size])
         # Below this many jobs held, a whole chunk fits again: the consumer's hot loop
         # compares against it instead of calling want() per item.
         self.refill_below = max(0, self.buffer - self._chunk()) if not self.exhausted else -1
@@ -351,7 +345,7 @@ class _Run(Generic[T]):
         raise is wrapped in a :class:`_Failure`; for ``results`` they are Results.
         """
         ready = self.ready
-        if isinstance(outcome, Done):
+        if isinstance(outcome, Returned):
             ready.extend(outcome.values if self.values else outcome.results())
             return
         for result in outcome:
@@ -400,12 +394,12 @@ class _Failure:
 
 
 def _first_index(run: Outcome) -> int:
-    return run.first_index() if isinstance(run, Done) else run[0].index
+    return run.first_index() if isinstance(run, Returned) else run[0].index
 
 
 def _consecutive_runs(outcome: Outcome) -> list[Outcome]:
     """``outcome`` (in index order) split where indices stop being consecutive."""
-    if isinstance(outcome, Done):
+    if isinstance(outcome, Returned):
         if outcome.consecutive():
             return [outcome]  # the common case: a whole chunk came back
         outcome = outcome.results()
@@ -437,7 +431,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 def _settle(future: concurrent.futures.Future[Any], outcome: Outcome) -> None:
     with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
-        if isinstance(outcome, Done):
+        if isinstance(outcome, Returned):
             future.set_result(outcome.values[0])
             return
         [result] = outcome
@@ -701,6 +695,7 @@ class WorkerPool:
     def _drive(self, run: _Run[Any], iterator: Iterator[Any], jobs: object) -> Iterator[Any]:
         run.start_progress()
         ready, values = run.ready, run.values
+        gil_every = run.call.backend.gil_every
         try:
             while True:
                 while run.dead:
@@ -711,8 +706,8 @@ class WorkerPool:
                     if values and type(item) is _Failure:
                         raise item.result.error  # type: ignore[misc]
                     yield item
-                    if not run.handed & _GIL_EVERY:
-                        time.sleep(0)  # let the workers' threads in: see _GIL_EVERY
+                    if not run.handed & gil_every:
+                        time.sleep(0)  # let the workers' threads in: see Backend.gil_every
                     if run.taken - run.handed <= run.refill_below:
                         run.accept(_pull(run, iterator, run.want()))
                 if want := run.want():
@@ -1009,14 +1004,14 @@ class WorkerPool:
 def _pull(run: _Run[Any], iterator: Iterator[Any], n: int) -> list[Any]:
     """Take up to ``n`` items; an input error is kept for later, not lost with the items."""
     items: list[Any] = []
-    append = items.append
     try:
-        for _ in range(n):
-            append(next(iterator))
-    except StopIteration:
-        run.exhausted = True
+        # list.extend keeps the items it got before an error; islice runs in C.
+        items.extend(islice(iterator, n))
     except Exception as error:
         run.input_failed(error)
+        return items
+    if len(items) < n:
+        run.exhausted = True
     return items
 
 
