@@ -672,25 +672,30 @@ def test_current_context_is_cancelled_when_the_attempt_times_out(
     backend: Backend, style: Style
 ) -> None:
     assert cf.current_context() is cf.background()
-    time_left, saw_cancel = backend.log(), backend.log()
+    contexts: list[cf.Context] = []  # read by the test where jobs run in its process
+    time_left, ended = backend.log(), backend.log()
 
     def cooperative(job: int) -> Steps:
         context = cf.current_context()
         assert context is not cf.background()
         assert context.deadline is not None
+        contexts.append(context)
         time_left.append(context.deadline - time.monotonic())
-        saw_cancel.append((yield WaitCancelled(5.0)))
-        return job
+        try:
+            return (yield WaitCancelled(5.0))
+        finally:
+            ended.append(job)
 
     start = time.monotonic()
     outcome = style.run(backend, "results", cooperative, [0], timeout=0.05)
     [result] = outcome.items
     assert isinstance(result.error, cf.JobTimeout)
-    assert 0 < time_left[0] <= 0.05, "the job's context should end with its attempt"
+    # The context's deadline is the attempt's (a late start under load leaves less).
+    assert -0.5 < time_left[0] <= 0.05, time_left[0]
     if backend.timed_out_jobs == "killed":
         return  # the job ended with its process: nothing in it could see the cancel
-    wait_until(lambda: len(saw_cancel) == 1, PROMPT)
-    assert saw_cancel == [True]
+    wait_until(lambda: contexts[0].cancelled, PROMPT)
+    wait_until(lambda: len(ended) == 1, PROMPT)
     assert time.monotonic() - start < PROMPT
 
 

@@ -428,6 +428,9 @@ class ProcessBackend(Backend):
     def _serve(self) -> None:
         slot = _Slot()
         try:
+            # Every slot starts its worker at once, whether or not a chunk comes for it
+            # yet: a later chunk (a retry, the next call) finds a worker ready.
+            slot.prepare_spare(lambda: self._spare(None, b""))
             for call, jobs in self._queue:
                 self._run_chunk(slot, call, jobs)
         finally:
@@ -561,19 +564,20 @@ class ProcessBackend(Backend):
     def _over_budget(self, worker: _Worker, jobs: int) -> bool:
         return self._max_jobs is not None and worker.jobs_run + jobs > self._max_jobs
 
-    def _spare(self, key: int, fn_bytes: bytes) -> _Worker | None:
+    def _spare(self, key: int | None, fn_bytes: bytes) -> _Worker | None:
         """A worker starting up (not waited for), unless the initializer is known to fail.
 
-        It gets the current call's function at once, so that it imports what the
-        function needs while it waits, not when its first chunk comes.
+        It gets the current call's function (``key``), if any, at once, so that it
+        imports what the function needs while it waits, not when its first chunk comes.
         """
         if self._init_error is not None:
             return None
         spare = _Worker(self._context, self._initializer)
-        try:
-            spare.ensure_function(key, fn_bytes)
-        except OSError:
-            pass  # it died already: wait_ready() will say so
+        if key is not None:
+            try:
+                spare.ensure_function(key, fn_bytes)
+            except OSError:
+                pass  # it died already: wait_ready() will say so
         return spare
 
     def _new_worker(self, abandon: Callable[[], bool]) -> _Worker:
