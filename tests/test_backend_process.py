@@ -214,6 +214,27 @@ def test_a_crash_fails_only_the_job_that_caused_it() -> None:
     assert all(result.attempts == 1 for result in results if result.ok)
 
 
+def test_a_crash_loses_only_the_work_since_the_last_outcomes_sent(tmp_path: Path) -> None:
+    # One chunk of 20 slow jobs, job 15 crashes: the outcomes of jobs 0-14 were sent
+    # ahead (each job takes longer than the flush interval), so none of them runs twice.
+    runs = tmp_path / "runs"
+    runs.mkdir()
+
+    def job(index: int) -> int:
+        (runs / f"{index}-{os.getpid()}").touch()
+        if index == 15:
+            os._exit(3)
+        time.sleep(0.006)
+        return index
+
+    with cf.WorkerPool(workers=1, backend="process", chunksize=20) as pool:
+        results = list(pool.results(job, range(20)))
+    assert Counter(result.index for result in results) == Counter(range(20))
+    assert [result.index for result in results if not result.ok] == [15]
+    ran = Counter(int(path.name.split("-")[0]) for path in runs.iterdir())
+    assert ran == Counter(range(20)), "a job that had finished before the crash ran again"
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_exactly_once_under_random_crashes(seed: int) -> None:
     rng = random.Random(seed)

@@ -337,7 +337,6 @@ class Call:
         "_chunk",
         "_fixed_chunk",
         "_seconds_per_job",
-        "_shrink",
         "backend",
         "calibrated",
         "cancelled",
@@ -378,7 +377,6 @@ class Call:
         paced = timeout is not None or limiter is not None
         self._chunk = 1 if paced else chunksize or 1
         self._fixed_chunk = chunksize is not None
-        self._shrink = 1.0  # below 1 after lost chunks (see lost_chunk)
         # True once chunk sizes are known: after the first measurement, or at once
         # when every chunk holds one job anyway (with a timeout or a rate) or the
         # caller fixed the size.
@@ -399,20 +397,9 @@ class Call:
         average = self._seconds_per_job
         average = per_job if average is None else 0.7 * average + 0.3 * per_job
         self._seconds_per_job = average
-        self._shrink = min(1.0, self._shrink * 1.25)  # a clean chunk: recover slowly
         backend = self.backend
-        wanted = int(backend.chunk_seconds * self._shrink / max(average, 1e-9))
+        wanted = int(backend.chunk_seconds / max(average, 1e-9))
         self._chunk = max(1, min(backend.max_chunk, wanted))
-
-    def lost_chunk(self) -> None:
-        """A worker died with a chunk of this call: make chunks smaller for a while.
-
-        Whatever the chunk's other jobs had done is lost with it, so when crashes
-        are frequent, small chunks lose less; clean chunks grow them back.
-        """
-        if not self._fixed_chunk:
-            self._shrink = max(1e-3, self._shrink / 2)
-            self._chunk = max(1, self._chunk // 2)
 
     # -- attempts ---------------------------------------------------------------------
 

@@ -10,8 +10,10 @@ a timeout touches only that slot's chunk:
   The worker writes the position of the job it is running into a shared integer
   before each job, so the crash is charged to exactly that job (WorkerCrashed,
   retried per ``retries``); the chunk's other jobs go back on the channel, their
-  lost attempt not counted. (A worker that died between jobs has each job of the
-  chunk run alone.)
+  lost attempt not counted. A worker sends the outcomes of a long chunk ahead every
+  few milliseconds of work (``FLUSH_SECONDS``), so those survive its death and only
+  the work since then runs again. (A worker that died between jobs has each job of
+  the chunk run alone.)
 * **Timeout** (chunks hold one job then): the process is terminated (SIGTERM, then
   SIGKILL after a grace period) and replaced; the job fails with JobTimeout.
 * **Cancelled call** (a consumer that left): the running job's
@@ -501,7 +503,8 @@ class ProcessBackend(Backend):
         except Exception:  # some item cannot be pickled: find it, job by job
             message = None
         if message is not None:
-            reply = self._exchange(slot, worker, call, key, fn_bytes, message, chunk, None)
+            parts = _Parts()
+            reply = self._exchange(slot, worker, call, key, fn_bytes, message, chunk, None, parts)
             if type(reply) is tuple and not reply[1]:  # every job returned
                 worker.jobs_run += len(fresh)
                 batch = Batch(fresh, reply[2], monotonic() - first_start)
@@ -513,7 +516,9 @@ class ProcessBackend(Backend):
         if reply is None:
             self._run_jobs(slot, worker, call, key, fn_bytes, jobs)
         else:
-            self._end_chunk(slot, call, jobs, lambda c: self._settle(worker, call, jobs, c, reply))
+            self._end_chunk(
+                slot, call, jobs, lambda c: self._settle(worker, call, jobs, c, reply, parts)
+            )
 
     def _run_jobs(
         self,
@@ -622,8 +627,11 @@ class ProcessBackend(Backend):
         sendable, message = self._encode(key, jobs, collector, chunk, call.timeout)
         if not sendable:
             return worker, 0.0
-        reply = self._exchange(slot, worker, call, key, fn_bytes, message, chunk, call.timeout)
-        return self._settle(worker, call, sendable, collector, reply)
+        parts = _Parts()
+        reply = self._exchange(
+            slot, worker, call, key, fn_bytes, message, chunk, call.timeout, parts
+        )
+        return self._settle(worker, call, sendable, collector, reply, parts)
 
     def _exchange(
         self,
@@ -635,12 +643,15 @@ class ProcessBackend(Backend):
         message: bytes,
         chunk: int,
         timeout: float | None,
+        parts: _Parts,
     ) -> Any:
         """Send one chunk's ``run`` message and wait for what became of it.
 
-        The worker's ``done`` reply; or ``_CRASHED`` (the worker died), ``_TIMED_OUT``
-        (it ran past ``timeout`` and was stopped) or ``_CANCELLED`` (the call was
-        cancelled and the chunk did not end within CANCEL_GRACE: the worker was stopped).
+        The worker's ``done`` reply (with what it sent ahead: see ``_Parts``); or
+        ``_CRASHED`` (the worker died), ``_TIMED_OUT`` (it ran past ``timeout`` and was
+        stopped) or ``_CANCELLED`` (the call was cancelled and the chunk did not end
+        within CANCEL_GRACE: the worker was stopped). Outcomes sent ahead stay in
+        ``parts`` in those cases.
         """
         worker.progress.value = -1
         try:
@@ -660,7 +671,10 @@ class ProcessBackend(Backend):
             if reply is None:
                 return _CRASHED
             if reply is not ...:
-                return reply
+                if reply[0] == "part":
+                    parts.add(reply[1], reply[2])
+                    continue
+                return parts.whole(reply)
             if call.cancelled and give_up_at is None:
                 worker.cancel(chunk)  # cooperative jobs see current_context() cancelled
                 give_up_at = monotonic() + CANCEL_GRACE
@@ -672,9 +686,20 @@ class ProcessBackend(Backend):
                 return _TIMED_OUT
 
     def _settle(
-        self, worker: _Worker, call: Call, jobs: list[Job], collector: Collector, reply: Any
+        self,
+        worker: _Worker,
+        call: Call,
+        jobs: list[Job],
+        collector: Collector,
+        reply: Any,
+        parts: _Parts,
     ) -> tuple[_Worker | None, float]:
         """Gather what a chunk's reply says about ``jobs``: the worker to keep, the time."""
+        done = len(parts.values)
+        if done and type(reply) is not tuple:  # it ended badly after sending some ahead
+            _collect(jobs[:done], collector, parts.failures, parts.values)
+            worker.jobs_run += done
+            jobs = jobs[done:]
         if reply is _CANCELLED:
             call.stats.cancelled(len(jobs))
             return None, 0.0
@@ -683,19 +708,11 @@ class ProcessBackend(Backend):
                 collector.error(job, call.timed_out(job))
             return None, 0.0
         if reply is _CRASHED:
-            self._crashed(worker, call, jobs, collector)
+            self._crashed(worker, call, jobs, collector, done)
             return None, 0.0
         _, failures, values, seconds = reply
         worker.jobs_run += len(jobs)
-        if not failures:
-            collector.values(jobs, values)
-            return worker, seconds
-        for position, (job, value) in enumerate(zip(jobs, values, strict=True)):
-            failure = failures.get(position)
-            if failure is None:
-                collector.value(job, value)
-            else:
-                collector.error(job, *_error_of(failure))
+        _collect(jobs, collector, failures, values)
         return worker, seconds
 
     @staticmethod
@@ -719,12 +736,14 @@ class ProcessBackend(Backend):
         items = [job.item for job in sendable]
         return sendable, bytes(cloudpickle.dumps(("run", key, items, chunk, timeout)))
 
-    def _crashed(self, worker: _Worker, call: Call, jobs: list[Job], collector: Collector) -> None:
+    def _crashed(
+        self, worker: _Worker, call: Call, jobs: list[Job], collector: Collector, done: int
+    ) -> None:
+        """The worker died running ``jobs``, the chunk's jobs after the ``done`` first ones."""
         _reap(worker.process, TERMINATE_GRACE)
         death = _death(worker.process)
-        position = worker.progress.value
+        position = worker.progress.value - done
         worker.stop(kill=True)
-        call.lost_chunk()
         if len(jobs) == 1 or 0 <= position < len(jobs):
             culprit = jobs[0] if len(jobs) == 1 else jobs[position]
             error = WorkerCrashed(f"{death} while running job {culprit.index}")
@@ -752,6 +771,47 @@ class ProcessBackend(Backend):
             slots = list(self._slots)
         for slot in slots:
             slot.join()
+
+
+class _Parts:
+    """Outcomes a worker sent ahead for the chunk it runs (see ``FLUSH_SECONDS``).
+
+    Kept until the chunk ends: merged into its ``done`` reply, or, if the worker dies,
+    settled as they are, so that a crash loses only the work done since the last part.
+    """
+
+    __slots__ = ("failures", "values")
+
+    def __init__(self) -> None:
+        self.failures: dict[int, Any] = {}
+        self.values: list[Any] = []
+
+    def add(self, failures: dict[int, Any], values: list[Any]) -> None:
+        offset = len(self.values)
+        self.failures.update((offset + position, f) for position, f in failures.items())
+        self.values.extend(values)
+
+    def whole(self, reply: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The ``done`` reply for the whole chunk."""
+        if not self.values:
+            return reply
+        _, failures, values, seconds = reply
+        self.add(failures, values)
+        return ("done", self.failures, self.values, seconds)
+
+
+def _collect(
+    jobs: list[Job], collector: Collector, failures: dict[int, Any], values: list[Any]
+) -> None:
+    if not failures:
+        collector.values(jobs, values)
+        return
+    for position, (job, value) in enumerate(zip(jobs, values, strict=True)):
+        failure = failures.get(position)
+        if failure is None:
+            collector.value(job, value)
+        else:
+            collector.error(job, *_error_of(failure))
 
 
 def _error_of(failure: tuple[Any, str, str, str]) -> tuple[BaseException, str]:

@@ -13,8 +13,9 @@ worker -> parent: ``("ready",)`` once the initializer ran, or
 that cannot be, for example because a module it needs cannot be imported here,
 fails each of its jobs saying so); ``("done", failures, values, seconds)`` per chunk:
 ``values`` in item order (None where a job failed), ``failures`` by position, each
-``(error or None, type_name, message, traceback)``. A chunk that all went well
-travels as a plain list of values.
+``(error or None, type_name, message, traceback)``. A chunk that runs longer than
+``FLUSH_SECONDS`` sends its outcomes so far ahead, as ``("part", failures, values,
+0.0)`` messages (positions relative to each message); ``done`` carries the rest.
 
 A worker ignores SIGINT (the parent decides what Ctrl-C means) and exits by itself
 when the parent process dies: a thread waits on the *lifeline* pipe, whose other
@@ -44,6 +45,10 @@ __all__ = ["KNOWN_FUNCTIONS", "JobScope", "job_context", "worker_main", "worker_
 KNOWN_FUNCTIONS = 16
 
 _state: dict[str, Any] | None = None
+
+# A worker sends the outcomes of a long chunk ahead at least this often, so that a
+# crash loses at most this much finished work (the rest of its chunk runs again).
+FLUSH_SECONDS = 0.004
 
 
 def worker_state_dict() -> dict[str, Any] | None:
@@ -181,12 +186,18 @@ def _load(fn_bytes: bytes) -> Any:
 
 
 def _run(
-    fn: Any, items: list[Any], progress: Any, scope: JobScope
+    fn: Any, items: list[Any], progress: Any, scope: JobScope, conn: Connection
 ) -> tuple[dict[int, Failure], list[Any]]:
-    """Run ``fn`` over ``items``: the failures by position, and the values (None where failed)."""
+    """Run ``fn`` over ``items``: the failures by position, and the values (None where failed).
+
+    Outcomes are sent ahead as ``part`` messages whenever ``FLUSH_SECONDS`` of work
+    have gone by; what is returned is the rest (positions relative to it).
+    """
     failures: dict[int, Failure] = {}
     values: list[Any] = []
     append = values.append
+    now = time.perf_counter
+    flush_at = now() + FLUSH_SECONDS
     try:
         for position, item in enumerate(items):
             progress.value = position  # if this job kills the process, the parent knows it
@@ -194,9 +205,14 @@ def _run(
                 append(fn(item))
             except BaseException as error:  # a job's failure, whatever it is, is its outcome
                 append(None)
-                failures[position] = _failure(error)
+                failures[len(values) - 1] = _failure(error)
             if scope._context is not None:  # the job asked for its Context (rare: ~20 ns)
                 scope.end_job()
+            if now() >= flush_at:
+                conn.send_bytes(_encode_outcomes("part", failures, values, 0.0))
+                failures, values = {}, []
+                append = values.append
+                flush_at = now() + FLUSH_SECONDS
     finally:
         scope.end_chunk()
     return failures, values
@@ -210,10 +226,12 @@ def _portable_failure(failure: Failure) -> Failure:
         return None, failure[1], failure[2], failure[3]  # keep the text at least
 
 
-def _encode_done(failures: dict[int, Failure], values: list[Any], seconds: float) -> bytes:
-    """The ``done`` message; what cannot be pickled becomes a failure that says so."""
+def _encode_outcomes(
+    kind: str, failures: dict[int, Failure], values: list[Any], seconds: float
+) -> bytes:
+    """A ``part`` or ``done`` message; what cannot be pickled becomes a failure saying so."""
     try:
-        return bytes(cloudpickle.dumps(("done", failures, values, seconds)))
+        return bytes(cloudpickle.dumps((kind, failures, values, seconds)))
     except Exception:
         pass
     failures = {position: _portable_failure(f) for position, f in failures.items()}
@@ -226,7 +244,7 @@ def _encode_done(failures: dict[int, Failure], values: list[Any], seconds: float
             message = f"the job's result {value!r:.200} cannot be sent back: {error}"
             failures[position] = (None, "PicklingError", message, "")
             values[position] = None
-    return bytes(cloudpickle.dumps(("done", failures, values, seconds)))
+    return bytes(cloudpickle.dumps((kind, failures, values, seconds)))
 
 
 def worker_main(conn: Connection, lifeline: Connection, progress: Any, initializer: bytes) -> None:
@@ -260,8 +278,9 @@ def worker_main(conn: Connection, lifeline: Connection, progress: Any, initializ
             _, key, items, chunk, timeout = message
             scope.begin_chunk(chunk, timeout)
             started = time.perf_counter()
-            failures, values = _run(functions[key], items, progress, scope)
-            conn.send_bytes(_encode_done(failures, values, time.perf_counter() - started))
+            failures, values = _run(functions[key], items, progress, scope, conn)
+            seconds = time.perf_counter() - started
+            conn.send_bytes(_encode_outcomes("done", failures, values, seconds))
         elif kind == "fn":
             if len(functions) >= KNOWN_FUNCTIONS:
                 del functions[next(iter(functions))]
