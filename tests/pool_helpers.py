@@ -205,11 +205,6 @@ class Backend:
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def in_process(self) -> bool:
-        """Whether jobs run in the test's own process."""
-        return self.probes is LOCAL
-
     def default_buffer(self, workers: int) -> int:
         return self.buffer_per_worker * workers
 

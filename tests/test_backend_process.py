@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import pytest
 
@@ -362,9 +362,9 @@ def start_parent(tmp_path: Path) -> tuple[subprocess.Popen[str], set[int]]:
         text=True,
     )
     try:
-        assert child.stdout is not None
-        pids = {int(word) for word in child.stdout.readline().split()}
-        assert child.stdout.readline() == "running\n"
+        stdout = cast(IO[str], child.stdout)  # a pipe: stdout=PIPE
+        pids = {int(word) for word in stdout.readline().split()}
+        assert stdout.readline() == "running\n"
         assert pids and pids_alive(pids) == pids
     except BaseException:
         child.kill()

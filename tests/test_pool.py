@@ -31,7 +31,7 @@ import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -465,6 +465,7 @@ def test_early_exit_cancels_closes_and_returns_promptly(
     assert session.exit_seconds < PROMPT
     assert closed_on_exit == [True], "the input was not closed when the pool was left"
     wait_until(lambda: sorted(ends) == sorted(starts), PROMPT)
+    assert saw_cancel, "no job waited for its cancel: the test proved nothing"
     assert all(saw_cancel), "a waiting job ended without its context cancelled"
     assert len(starts) <= 5 + 8 + SLACK
     assert_no_more_starts(starts)
@@ -1122,21 +1123,27 @@ def test_leaving_the_with_normally_waits_for_submitted_jobs() -> None:
     assert all(future.done() and not future.cancelled() for future in futures)
 
 
-def test_leaving_the_with_on_an_exception_cancels_submitted_jobs() -> None:
-    started = threading.Event()
-    contexts: list[cf.Context] = []
+class Cooperative:
+    """A submitted job that waits until its context is cancelled; notes each start."""
 
-    def cooperative() -> bool:
-        contexts.append(cf.current_context())
-        started.set()
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.contexts: list[cf.Context] = []
+
+    def __call__(self) -> bool:
+        self.contexts.append(cf.current_context())
+        self.started.set()
         return cf.current_context().wait(5.0)
 
+
+def test_leaving_the_with_on_an_exception_cancels_submitted_jobs() -> None:
+    cooperative = Cooperative()
     futures: list[concurrent.futures.Future[bool]] = []
 
     def leave_on_an_error() -> None:
         with cf.WorkerPool(workers=1) as pool:
             futures.extend([pool.submit(cooperative), pool.submit(cooperative)])
-            assert started.wait(5.0)
+            assert cooperative.started.wait(5.0)
             raise ConsumerError("leave early")
 
     start = time.monotonic()
@@ -1145,23 +1152,17 @@ def test_leaving_the_with_on_an_exception_cancels_submitted_jobs() -> None:
     assert time.monotonic() - start < PROMPT
     running, queued = futures
     assert running.cancelled() and queued.cancelled()
+    contexts = cooperative.contexts
     assert len(contexts) == 1 and contexts[0].cancelled, "the queued job should never start"
 
 
 def test_cancelling_a_future_cancels_its_job_context() -> None:
-    started = threading.Event()
-    contexts: list[cf.Context] = []
-
-    def cooperative() -> bool:
-        contexts.append(cf.current_context())
-        started.set()
-        return cf.current_context().wait(5.0)
-
+    cooperative = Cooperative()
     with cf.WorkerPool(workers=1) as pool:
         future = pool.submit(cooperative)
-        assert started.wait(5.0)
+        assert cooperative.started.wait(5.0)
         assert future.cancel()
-        wait_until(lambda: contexts[0].cancelled, PROMPT)
+        wait_until(lambda: cooperative.contexts[0].cancelled, PROMPT)
 
 
 def test_an_async_function_submitted_from_sync_code_runs_on_the_pool_loop() -> None:
@@ -1326,8 +1327,8 @@ def test_ctrl_c_stops_a_running_map_promptly(backend: Backend) -> None:
         text=True,
     )
     try:
-        assert child.stdout is not None
-        assert child.stdout.readline() == "running\n"
+        stdout = cast(IO[str], child.stdout)  # a pipe: stdout=PIPE
+        assert stdout.readline() == "running\n"
         time.sleep(0.3)  # let the workers start their jobs
         child.send_signal(signal.SIGINT)
         _, stderr = child.communicate(timeout=5.0)

@@ -328,7 +328,7 @@ class Call:
     """One map/results/submit invocation: its function, its settings, its sink.
 
     ``deliver`` receives each chunk's final outcomes (a list of Results, or a
-    :class:`Done` when every job of the chunk returned), from any thread, and must not
+    :class:`Returned` when every job of the chunk returned), from any thread, and must not
     block. Everything here is safe to call from worker threads, event loops and the
     timer thread at once.
     """
@@ -344,6 +344,7 @@ class Call:
         "deliver",
         "fn",
         "limiter",
+        "paced",
         "policy",
         "stats",
         "timeout",
@@ -374,13 +375,12 @@ class Call:
         self._seconds_per_job: float | None = None
         # A timeout or a rate is per job: one job per chunk then, whatever chunksize
         # says (a job must not wait behind another's attempt, nor share its deadline).
-        paced = timeout is not None or limiter is not None
-        self._chunk = 1 if paced else chunksize or 1
+        self.paced = timeout is not None or limiter is not None
+        self._chunk = 1 if self.paced else chunksize or 1
         self._fixed_chunk = chunksize is not None
         # True once chunk sizes are known: after the first measurement, or at once
-        # when every chunk holds one job anyway (with a timeout or a rate) or the
-        # caller fixed the size.
-        self.calibrated = timeout is not None or limiter is not None or self._fixed_chunk
+        # when every chunk holds one job anyway (paced) or the caller fixed the size.
+        self.calibrated = self.paced or self._fixed_chunk
 
     # -- chunking ---------------------------------------------------------------------
 
@@ -390,7 +390,7 @@ class Call:
 
     def measured(self, jobs: int, seconds: float) -> None:
         """A worker ran ``jobs`` attempts in ``seconds``: adapt the chunk size."""
-        if self.timeout is not None or self.limiter is not None or self._fixed_chunk or jobs <= 0:
+        if self.paced or self._fixed_chunk or jobs <= 0:
             return
         per_job = seconds / jobs
         self.calibrated = True

@@ -411,10 +411,10 @@ class ProcessBackend(Backend):
 
     def submit_items(self, call: Call, start: int, items: list[Any]) -> None:
         # Paced chunks (a timeout or a rate) need per-job deadlines and tokens.
-        if call.timeout is None and call.limiter is None:
-            self.submit(call, Fresh(start, items))
-        else:
+        if call.paced:
             super().submit_items(call, start, items)
+        else:
+            self.submit(call, Fresh(start, items))
 
     def _start_slots(self) -> None:
         with self._lock:
@@ -476,7 +476,7 @@ class ProcessBackend(Backend):
         if isinstance(chunk, Fresh):
             self._run_fresh(slot, worker, call, key, pickled, chunk)
             return
-        if call.limiter is not None or call.timeout is not None:
+        if call.paced:
             # Paced chunks (one job each) start when sent: a rate token or a deadline
             # must not be spent while the worker imports what the function needs.
             worker.load(key, pickled, abandon)

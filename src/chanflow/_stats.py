@@ -12,7 +12,7 @@ from ._result import Result
 
 
 class Finished(Protocol):
-    """Jobs of a chunk that all returned (``_backend.Done``), as statistics see them."""
+    """Jobs of a chunk that all returned (``_backend.Returned``), as statistics see them."""
 
     def elapsed(self) -> list[float]: ...
 
