@@ -423,13 +423,19 @@ def test_early_exit_cancels_closes_and_returns_promptly(
 ) -> None:
     source = Source(range(1000))
     starts, ends, saw_cancel = backend.log(), backend.log(), backend.log()
+    later_job_started = backend.event()
 
     def body(job: int) -> Steps:
         starts.append(job)
         try:
             if job >= 5:
+                later_job_started.set()
                 # Cooperative: stops once the pool cancels the job's context.
                 saw_cancel.append((yield WaitCancelled(5.0)))
+            elif job == 4:
+                # The consumer stops on job 4's value: hold it back until a later job runs,
+                # so that the stop has a running job to cancel.
+                assert (yield WaitEvent(later_job_started, PROMPT)), "no later job started"
             return job
         finally:
             ends.append(job)
