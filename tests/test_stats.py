@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import chanflow as cf
 from chanflow._result import Result
 from chanflow._stats import LATENCY_WINDOW, PoolStats, StatsRecorder, StatsTee, nearest_rank
 
@@ -49,7 +50,7 @@ CONTRACT_FIELDS = [
 
 
 # Beyond the contract, appended with a default so positional use stays valid.
-ADDED_FIELDS = ["cancelled"]
+ADDED_FIELDS = ["cancelled", "busy_seconds"]
 
 
 def test_pool_stats_has_the_contract_fields_then_the_additions() -> None:
@@ -260,3 +261,16 @@ def test_a_chunk_that_all_returned_is_counted_in_one_go() -> None:
     stats = recorder.snapshot()
     assert (stats.running, stats.completed, stats.failed, stats.in_flight) == (0, 3, 0, 1)
     assert (stats.latency_p50, stats.latency_p99) == (0.2, 0.3)
+
+
+def test_busy_seconds_sum_the_latencies_of_finished_jobs() -> None:
+    def nap(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    with cf.WorkerPool(workers=2, backend="thread") as pool:
+        naps = list(pool.map(nap, [0.02] * 6))
+        stats = pool.stats()
+    assert naps == [0.02] * 6
+    assert 6 * 0.02 <= stats.busy_seconds < 6 * 0.02 + 1.0
+    assert stats.busy_seconds <= 2 * stats.elapsed, "two workers cannot be busier than that"

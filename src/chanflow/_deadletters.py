@@ -125,7 +125,8 @@ class JsonLinesSink(DeadLetterSink):
 
     Keys: ``job`` (repr of the job), ``index``, ``error_type`` (qualified class name,
     e.g. ``builtins.ValueError``), ``message`` (``str(error)``), ``traceback`` (text,
-    or ""), ``attempts``, ``elapsed`` (seconds) and ``timestamp`` (ISO 8601, UTC).
+    or ""), ``attempts``, ``elapsed`` (seconds), ``timestamp`` (ISO 8601, UTC), and ``stage`` (the
+    pipeline stage's name, for a pipeline's dead letters).
 
     Safe to share between threads: one lock serialises the lines, and each line is
     flushed as it is written. ``put`` blocks for one small write; it raises OSError if
@@ -193,7 +194,7 @@ def dead_letter_record(result: Result[Any]) -> dict[str, object]:
     error = result.error
     assert error is not None  # put() checked it
     kind = type(error)
-    return {
+    record: dict[str, object] = {
         "job": _safe_text(repr, result.job),
         "index": result.index,
         "error_type": f"{kind.__module__}.{kind.__qualname__}",
@@ -203,6 +204,9 @@ def dead_letter_record(result: Result[Any]) -> dict[str, object]:
         "elapsed": result.elapsed,
         "timestamp": datetime.now(timezone.utc).isoformat(),
     }
+    if result.stage is not None:
+        record["stage"] = result.stage
+    return record
 
 
 def make_dead_letter_sink(spec: object) -> DeadLetterSink | None:

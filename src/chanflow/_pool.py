@@ -23,12 +23,14 @@ import os
 import threading
 import time
 import weakref
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Awaitable,
     Callable,
+    Generator,
     Iterable,
     Iterator,
     Mapping,
@@ -65,7 +67,7 @@ from ._retry import Backoff, BackoffFunction, RetryOn, RetryPolicy
 from ._stats import PoolStats, StatsRecorder, StatsTee
 from ._sync import is_async_callable
 
-__all__ = ["WorkerPool"]
+__all__ = ["LiveInput", "WorkerPool"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -100,6 +102,23 @@ class CallOptions(TypedDict, total=False):
 
 
 _OPTION_NAMES = frozenset(CallOptions.__annotations__)
+
+
+class LiveInput(ABC):
+    """An input that can say what it has *now*: a pipeline link, not a plain iterator.
+
+    A plain iterator is pulled with ``islice``, which blocks until it has all the
+    items asked for. A live input hands over what is ready instead, so a stage never
+    sits on finished outcomes while it waits for its next input.
+    """
+
+    @abstractmethod
+    def take_ready(self, n: int, wake: Callable[[], None]) -> list[Any] | None:
+        """Up to ``n`` items without blocking; None once the input has ended.
+
+        An empty list means none yet: then ``wake()`` is called once (from any
+        thread) when items arrive or the input ends.
+        """
 
 
 def _default_workers(kind: str) -> int:
@@ -269,6 +288,8 @@ class _Run(Generic[T]):
         self._pending: dict[int, Outcome] = {}  # runs by their first index
         self.ready: deque[Any] = deque()  # values (map) or Results (results)
         self.dead: deque[Result[Any]] = deque()
+        self.failures = 0  # _Failure items ever put in ``ready`` (map only)
+        self.awaiting_input = False  # a live input had nothing and will nudge
 
     def start_progress(self) -> None:
         """Show the progress bar, if asked for: from the first step, not at creation."""
@@ -277,6 +298,10 @@ class _Run(Generic[T]):
     def _deliver(self, outcome: Outcome) -> None:
         with contextlib.suppress(ChannelClosed):  # the consumer has gone
             self.outcomes.send_nowait(outcome)
+
+    def nudge(self) -> None:
+        """Wake the consumer to look at its live input again (an empty outcome)."""
+        self._deliver([])
 
     # -- taking input ---------------------------------------------------------------
 
@@ -288,7 +313,7 @@ class _Run(Generic[T]):
         the call's chunk size is calibrated, keeps at most ``first_fill`` jobs in
         flight (so a process pool does not split its buffer into one-job chunks).
         """
-        if self.exhausted:
+        if self.exhausted or self.awaiting_input:
             return 0
         room = self.buffer - (self.taken - self.handed)
         in_flight = self.taken - self.returned
@@ -313,7 +338,16 @@ class _Run(Generic[T]):
                 submit(call, start + begin, items[begin : begin + size])
         # Below this many jobs held, a whole chunk fits again: the consumer's hot loop
         # compares against it instead of calling want() per item.
-        self.refill_below = max(0, self.buffer - self._chunk()) if not self.exhausted else -1
+        self._set_refill()
+
+    def _set_refill(self) -> None:
+        waiting = self.exhausted or self.awaiting_input
+        self.refill_below = -1 if waiting else max(0, self.buffer - self._chunk())
+
+    def input_empty(self) -> None:
+        """The live input had nothing: take none until it nudges (see LiveInput)."""
+        self.awaiting_input = True
+        self._set_refill()
 
     def input_failed(self, error: Exception) -> None:
         """The input raised: take no more, and raise it once the jobs taken are out."""
@@ -324,6 +358,10 @@ class _Run(Generic[T]):
 
     def absorb(self, batches: list[Outcome]) -> None:
         for outcome in batches:
+            if not outcome:  # a live input's nudge: input arrived, nothing returned
+                self.awaiting_input = False
+                self._set_refill()
+                continue
             self.returned += len(outcome)
             if not self.ordered:
                 self._release(outcome)
@@ -353,7 +391,11 @@ class _Run(Generic[T]):
                 if self.sink is not None:
                     self.dead.append(result)
                 else:
-                    ready.append(_Failure(result) if self.values else result)
+                    if self.values:
+                        self.failures += 1
+                        ready.append(_Failure(result))
+                    else:
+                        ready.append(result)
             else:
                 ready.append(result.value if self.values else result)
 
@@ -367,7 +409,7 @@ class _Run(Generic[T]):
     def waited_too_long(self) -> None:
         """Nothing came back for a while: fail if the call was cancelled from elsewhere."""
         if self.call.cancelled:
-            raise Cancelled("the worker pool was closed while this call was running")
+            raise _closed_while_running()
 
     def report_progress(self) -> None:
         progress, call_stats = self.progress, self.call_stats
@@ -382,6 +424,19 @@ class _Run(Generic[T]):
             self.progress.close(self.call_stats.snapshot())
         if self.owns_sink and self.sink is not None:
             self.sink.close()
+
+
+def _closed_while_running() -> Cancelled:
+    return Cancelled("the worker pool was closed while this call was running")
+
+
+def _until_failure(run: _Run[Any], batch: list[Any]) -> Iterator[list[Any]]:
+    """Yield the items of ``batch`` before its first failure, then raise that failure."""
+    for position, item in enumerate(batch):
+        if type(item) is _Failure:
+            yield batch[:position]
+            raise item.result.error  # type: ignore[misc]
+    yield batch
 
 
 class _Failure:
@@ -678,6 +733,18 @@ class WorkerPool:
         run = self._start("results", fn, jobs, None, options)
         return cast(Iterator[Result[Any]], self._register(self._drive(run, iterator, jobs), run))
 
+    def _map_batches(
+        self, fn: Callable[[Any], Any], jobs: Iterable[Any] | LiveInput, **options: Any
+    ) -> Iterator[list[Any]]:
+        """:meth:`map` a list at a time, each list the values ready when it is yielded.
+
+        For pipelines: a stage passes lists on without a step per item. A list
+        counts as handed out when yielded (see ``_batches``).
+        """
+        iterator = jobs if isinstance(jobs, LiveInput) else self._sync_input(jobs, "map")
+        run = self._start("map", fn, jobs, None, options)
+        return cast(Iterator[list[Any]], self._register(self._batches(run, iterator, jobs), run))
+
     @staticmethod
     def _sync_input(jobs: object, method: str) -> Iterator[Any]:
         if isinstance(jobs, AsyncIterable) and not isinstance(jobs, Iterable):
@@ -693,6 +760,23 @@ class WorkerPool:
         return generator
 
     def _drive(self, run: _Run[Any], iterator: Iterator[Any], jobs: object) -> Iterator[Any]:
+        batches = self._batches(run, iterator, jobs)
+        try:
+            for batch in batches:
+                yield from batch
+        finally:
+            batches.close()  # ends the call and closes the input, whoever stops first
+
+    def _batches(
+        self, run: _Run[Any], iterator: Iterator[Any] | LiveInput, jobs: object
+    ) -> Generator[list[Any], None, None]:
+        """Drive one call; yield the items ready to hand out, a list at a time.
+
+        A list is counted as handed out when it is yielded, and no input is taken
+        before the consumer asks for the next list: so a consumer that holds a list
+        holds at most ``buffer`` items. For ``map``, a failure ends the list before it
+        and is raised when the consumer asks for more.
+        """
         run.start_progress()
         ready, values, take = run.ready, run.values, run.ready.popleft
         gil_every = run.call.backend.gil_every
@@ -708,11 +792,11 @@ class WorkerPool:
                     due = run.taken - run.handed - run.refill_below
                     stretch = min(len(ready), max(1, due), gil_every + 1)
                     run.handed += stretch  # no input is taken before the stretch is out
-                    for _ in range(stretch):
-                        item = take()
-                        if values and type(item) is _Failure:
-                            raise item.result.error  # type: ignore[misc]
-                        yield item
+                    batch = [take() for _ in range(stretch)]
+                    if values and run.failures:
+                        yield from _until_failure(run, batch)
+                    else:
+                        yield batch
                     since_release += stretch
                     if since_release > gil_every:
                         since_release = 0
@@ -739,6 +823,8 @@ class WorkerPool:
                 return run.outcomes.recv_many(1 << 30, timeout=_LIVENESS_SECONDS)
             except TimeoutError:
                 run.waited_too_long()
+            except ChannelClosed:
+                raise _closed_while_running() from None
 
     # -- async map and results -----------------------------------------------------------
 
@@ -850,6 +936,8 @@ class WorkerPool:
                 return await run.outcomes.arecv_many(1 << 30, timeout=_LIVENESS_SECONDS)
             except TimeoutError:
                 run.waited_too_long()
+            except ChannelClosed:
+                raise _closed_while_running() from None
 
     # -- submit -----------------------------------------------------------------------
 
@@ -951,6 +1039,7 @@ class WorkerPool:
             with contextlib.suppress(ValueError):  # running in another thread
                 generator.close()
         run.call.cancel()  # for one that could not be closed here
+        run.outcomes.close()  # wakes its consumer if it is waiting in another thread
 
     def _stop_backends(self, loop: asyncio.AbstractEventLoop | None) -> None:
         if self._thread_backend is not None:
@@ -1010,8 +1099,10 @@ class WorkerPool:
         await self.aclose(cancel_futures=exc_type is not None)
 
 
-def _pull(run: _Run[Any], iterator: Iterator[Any], n: int) -> list[Any]:
+def _pull(run: _Run[Any], iterator: Iterator[Any] | LiveInput, n: int) -> list[Any]:
     """Take up to ``n`` items; an input error is kept for later, not lost with the items."""
+    if isinstance(iterator, LiveInput):
+        return _pull_live(run, iterator, n)
     items: list[Any] = []
     try:
         # list.extend keeps the items it got before an error; islice runs in C.
@@ -1022,6 +1113,19 @@ def _pull(run: _Run[Any], iterator: Iterator[Any], n: int) -> list[Any]:
     if len(items) < n:
         run.exhausted = True
     return items
+
+
+def _pull_live(run: _Run[Any], live: LiveInput, n: int) -> list[Any]:
+    try:
+        items = live.take_ready(n, run.nudge)
+    except Exception as error:
+        run.input_failed(error)
+        return []
+    if items is None:
+        run.exhausted = True
+    elif not items:
+        run.input_empty()
+    return items or []
 
 
 async def _apull(run: _Run[Any], source: Iterator[Any] | AsyncIterator[Any], n: int) -> list[Any]:

@@ -17,12 +17,13 @@ class Result(Generic[T]):
     (``value`` is None). ``job`` is the input item, ``index`` its position in the
     input (0-based), ``attempts`` how many times it ran (1 + retries used),
     ``elapsed`` the seconds from its first start to its end (backoff included),
-    ``traceback`` the formatted traceback text of the error, or None.
+    ``traceback`` the formatted traceback text of the error, or None; ``stage`` the
+    name of the pipeline stage the job ran in (None outside pipelines).
 
     Results are plain read-only records: creating one costs about 0.3 us.
     """
 
-    __slots__ = ("attempts", "elapsed", "error", "index", "job", "traceback", "value")
+    __slots__ = ("attempts", "elapsed", "error", "index", "job", "stage", "traceback", "value")
 
     def __init__(
         self,
@@ -33,6 +34,7 @@ class Result(Generic[T]):
         attempts: int = 1,
         elapsed: float = 0.0,
         traceback: str | None = None,
+        stage: str | None = None,
     ) -> None:
         self.job = job
         self.index = index
@@ -41,6 +43,7 @@ class Result(Generic[T]):
         self.attempts = attempts
         self.elapsed = elapsed
         self.traceback = traceback
+        self.stage = stage
 
     @property
     def ok(self) -> bool:
@@ -57,7 +60,8 @@ class Result(Generic[T]):
         outcome = f"value={self.value!r}" if self.error is None else f"error={self.error!r}"
         return (
             f"Result(index={self.index}, job={self.job!r}, {outcome}, "
-            f"attempts={self.attempts}, elapsed={self.elapsed:.6f})"
+            f"attempts={self.attempts}, elapsed={self.elapsed:.6f}"
+            + (f", stage={self.stage!r})" if self.stage is not None else ")")
         )
 
     def __eq__(self, other: object) -> bool:

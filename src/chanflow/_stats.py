@@ -43,7 +43,9 @@ class PoolStats:
       time from a job's first start to its end, over the last 10,000 finished jobs
       (None before any job finished);
     * ``cancelled``: jobs dropped unstarted because their call ended early (a consumer
-      that broke out of its loop, a pool left early, a cancelled future).
+      that broke out of its loop, a pool left early, a cancelled future);
+    * ``busy_seconds``: the latencies of all finished jobs, summed: how long workers
+      were busy (``busy_seconds / (workers * elapsed)`` is the pool's busy fraction).
 
     All counts come from one consistent instant.
     """
@@ -61,6 +63,7 @@ class PoolStats:
     latency_p90: float | None
     latency_p99: float | None
     cancelled: int = 0
+    busy_seconds: float = 0.0
 
     def __str__(self) -> str:
         return (
@@ -104,6 +107,7 @@ class StatsRecorder:
     """
 
     __slots__ = (
+        "_busy",
         "_cancelled",
         "_completed",
         "_failed",
@@ -126,6 +130,7 @@ class StatsRecorder:
         self._retried = 0
         self._timed_out = 0
         self._cancelled = 0
+        self._busy = 0.0
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
 
     def submitted(self, n: int = 1) -> None:
@@ -161,8 +166,10 @@ class StatsRecorder:
         else:
             failed = 0
             latencies = outcome.elapsed()
+        busy = sum(latencies)
         with self._lock:
             self._running -= 1
+            self._busy += busy
             self._failed += failed
             self._completed += len(latencies) - failed
             self._latencies.extend(latencies)
@@ -179,7 +186,7 @@ class StatsRecorder:
             submitted, running = self._submitted, self._running
             completed, failed = self._completed, self._failed
             retried, timed_out = self._retried, self._timed_out
-            cancelled = self._cancelled
+            cancelled, busy = self._cancelled, self._busy
             latencies = list(self._latencies)
         latencies.sort()
         finished = completed + failed
@@ -197,6 +204,7 @@ class StatsRecorder:
             latency_p90=nearest_rank(latencies, 90),
             latency_p99=nearest_rank(latencies, 99),
             cancelled=cancelled,
+            busy_seconds=busy,
         )
 
 
