@@ -291,16 +291,17 @@ async def _in_loop(make_queue: QueueFactory, n: int, *, thread_producer: bool) -
 
 
 class GoBench:
-    """Builds benchmarks/go/chanbench.go into a temporary directory, if Go is there.
+    """Builds ``source`` (default go/chanbench.go) into a temporary directory, if Go is there.
 
     ``note`` says why there is no Go when ``available`` is False. The build uses its
     own GOCACHE and GOPATH inside the temporary directory and ignores the user's
     GOFLAGS, so it works on a clean machine and leaves nothing behind.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, source: Path = GO_SOURCE) -> None:
+        self.source = source
         self._tmp = tempfile.TemporaryDirectory(prefix="chanflow-bench-go-")
-        self.binary = Path(self._tmp.name) / "chanbench"
+        self.binary = Path(self._tmp.name) / source.stem
         self.version = ""
         self.note = ""
         self.available = self._build()
@@ -327,7 +328,7 @@ class GoBench:
                 [go, "version"], capture_output=True, text=True, check=True, timeout=30
             ).stdout.strip()
             subprocess.run(
-                [go, "build", "-o", str(self.binary), str(GO_SOURCE)],
+                [go, "build", "-o", str(self.binary), str(self.source)],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -344,10 +345,13 @@ class GoBench:
             return False
         return True
 
-    def measure(self, capacity: int) -> Measure:
+    def measure(self, capacity: int | None = None) -> Measure:
+        """Run the binary on n items (with ``-capacity`` unless None); it prints ns per item."""
+        flags = [] if capacity is None else ["-capacity", str(capacity)]
+
         def measure(n: int) -> float:
             done = subprocess.run(
-                [str(self.binary), "-capacity", str(capacity), "-n", str(n)],
+                [str(self.binary), *flags, "-n", str(n)],
                 capture_output=True,
                 text=True,
                 check=True,

@@ -1,11 +1,12 @@
 """Run chanflow's benchmarks and print the machine, tables and the targets.
 
-Three sections: ``channel`` (handoffs through channels, bench_channel.py),
-``pool`` (the worker pool on threads and asyncio, bench_pool.py) and ``process``
-(the process backend, bench_process.py). Usage::
+Four sections: ``channel`` (handoffs through channels, bench_channel.py),
+``pool`` (the worker pool on threads and asyncio, bench_pool.py), ``process``
+(the process backend, bench_process.py) and ``pipeline`` (multi-stage flows,
+bench_pipeline.py). Usage::
 
-    .venv/bin/python benchmarks/run.py               # both sections, about 5 minutes on 2 cores
-    .venv/bin/python benchmarks/run.py --only pool   # one section: channel or pool
+    .venv/bin/python benchmarks/run.py               # every section, about 8 minutes on 2 cores
+    .venv/bin/python benchmarks/run.py --only pool   # one section: channel, pool, process, pipeline
     .venv/bin/python benchmarks/run.py --quick       # small counts: a smoke test, seconds
     .venv/bin/python benchmarks/run.py --rounds 7    # more rounds, steadier medians
 
@@ -37,6 +38,14 @@ from bench_channel import (
     median,
     targets,
 )
+from bench_pipeline import (
+    build_pipeline_scenarios,
+    go_pipeline,
+    measure_pipeline_memory,
+    pipeline_memory_lines,
+    pipeline_table_lines,
+    pipeline_target_lines,
+)
 from bench_pool import (
     build_pool_scenarios,
     measure_memory,
@@ -55,7 +64,7 @@ from bench_process import (
 QUICK_SCALE = 0.05
 QUICK_ROUNDS = 2
 FULL_ROUNDS = 7
-SECTIONS = ("channel", "pool", "process")
+SECTIONS = ("channel", "pool", "process", "pipeline")
 
 
 def cpu_model() -> str:
@@ -84,7 +93,8 @@ def machine_lines() -> list[str]:
         f"Python:   {sys.version.split()[0]} ({platform.python_implementation()})",
         f"OS:       {platform.platform()}",
         f"chanflow: {chanflow.__version__}, janus {_version('janus')}, "
-        f"culsans {_version('culsans')}, aiometer {_version('aiometer')}",
+        f"culsans {_version('culsans')}, aiometer {_version('aiometer')}, "
+        f"pypeln {_version('pypeln')}",
         f"date:     {time.strftime('%Y-%m-%d %H:%M')}",
     ]
 
@@ -194,7 +204,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-memory",
         action="store_true",
-        help="skip the pool's memory scenario (P4, about a minute of subprocesses)",
+        help="skip the memory scenarios in subprocesses (pool P4, about a minute; pipeline F3)",
     )
     parser.add_argument(
         "--samples", action="store_true", help="also print every measurement, not just medians"
@@ -267,6 +277,31 @@ def run_process(args: argparse.Namespace, rounds: int, scale: float, mode: str) 
     print("\n".join(process_target_lines(results, crashes)))
 
 
+def run_pipeline(args: argparse.Namespace, rounds: int, scale: float, mode: str) -> None:
+    """The pipeline section: F1, F2 (with Go when it builds), F4 in rounds, then memory."""
+    go = None if args.no_go else go_pipeline()
+    try:
+        print(f"Go:       {_go_line(go)}")
+        scenarios, reports = build_pipeline_scenarios(scale, go)
+        print(f"\n== pipelines: {mode} run, {rounds} interleaved rounds...", flush=True)
+        started = time.perf_counter()
+        results = measure_all(scenarios, rounds, _progress)
+    finally:
+        if go is not None:
+            go.close()
+    memory = None if args.no_memory else measure_pipeline_memory(scale, _progress)
+    print(f"measured in {time.perf_counter() - started:.0f} s\n")
+    print("\n".join(pipeline_table_lines(scenarios, results, reports)))
+    if memory is not None:
+        print()
+        print("\n".join(pipeline_memory_lines(memory)))
+    print()
+    print("\n".join(pipeline_target_lines(results, memory)))
+    if args.samples:
+        print()
+        print("\n".join(sample_lines(scenarios, results)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else FULL_ROUNDS)
@@ -279,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         run_pool(args, rounds, scale, mode)
     if args.only in (None, "process"):
         run_process(args, rounds, scale, mode)
+    if args.only in (None, "pipeline"):
+        run_pipeline(args, rounds, scale, mode)
     return 0
 
 

@@ -13,6 +13,7 @@ a worker pool with backpressure, retries, timeouts, rate limits and dead letters
 
 from ._backend import current_context, worker_state
 from ._channel import Channel
+from ._combine import merge, tee
 from ._context import Context, background
 from ._exceptions import (
     Cancelled,
@@ -24,9 +25,12 @@ from ._exceptions import (
     WorkerCrashed,
     WouldBlock,
 )
+from ._fan_out import afan_out, fan_out
 from ._group import Group
+from ._pipeline import Pipeline
 from ._pool import WorkerPool
 from ._rate import RateLimiter
+from ._report import PipelineReport, StageReport
 from ._result import Result
 from ._retry import Backoff
 from ._select import Recv, Selected, Send, aselect, select
@@ -46,6 +50,8 @@ __all__ = [
     "DeadlineExceeded",
     "Group",
     "JobTimeout",
+    "Pipeline",
+    "PipelineReport",
     "PoolStats",
     "RateLimiter",
     "Recv",
@@ -54,16 +60,21 @@ __all__ = [
     "Selected",
     "Semaphore",
     "Send",
+    "StageReport",
     "Ticker",
     "WaitGroup",
     "WorkerCrashed",
     "WorkerPool",
     "WouldBlock",
+    "afan_out",
     "after",
     "aselect",
     "background",
     "current_context",
+    "fan_out",
     "go",
+    "merge",
     "select",
+    "tee",
     "worker_state",
 ]
