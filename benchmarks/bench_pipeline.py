@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import chanflow as cf
-from bench_channel import Contestant, GoBench, Measure, Results, Scenario, median
-from bench_pool import _grid
+from bench_channel import Contestant, GoBench, Measure, Results, Scenario
+from bench_pool import _grid, cost_table_lines
 from jobs import calibrate_spin, noop, spin
 
 try:
@@ -394,32 +394,7 @@ def pipeline_table_lines(
     scenarios: list[Scenario], results: Results, reports: dict[str, cf.PipelineReport]
 ) -> list[str]:
     """F1, F2, F4: median and min per contestant, and its cost relative to the baseline."""
-    header = ("scenario", "contestant", "items", "median", "min", "unit", "cost vs baseline")
-    rows: list[tuple[str, ...]] = []
-    notes: list[str] = []
-    for scenario in scenarios:
-        label = f"{scenario.key}. {scenario.title}"
-        baseline = median(results, scenario.baseline) if scenario.baseline else None
-        for contestant in scenario.contestants:
-            key = (scenario.key, contestant.name)
-            value = median(results, key)
-            assert value is not None
-            ratio = "-" if baseline is None else f"{value / baseline:.3f}x"
-            if key == scenario.baseline:
-                ratio = "1.00x (baseline)"
-            rows.append(
-                (
-                    label,
-                    contestant.name,
-                    f"{contestant.items or scenario.items:,}",
-                    f"{value:.3f}",
-                    f"{min(results[key]):.3f}",
-                    UNITS[scenario.key],
-                    ratio,
-                )
-            )
-            label = ""
-        notes.extend(f"  [{scenario.key}] {note}" for note in scenario.notes)
+    notes = []
     for backend, report in reports.items():
         busy = ", ".join(
             f"{stage.name} x{stage.workers} {stage.busy:.0%}" for stage in report.stages
@@ -428,12 +403,9 @@ def pipeline_table_lines(
             f"  [F4] last run, middle on {backend}: PipelineReport.bottleneck = "
             f"{report.bottleneck!r} (workers and busy: {busy})"
         )
-    out = _grid(header, rows)
-    out.append("cost vs baseline: this median / baseline median (below 1 = cheaper than it)")
-    if notes:
-        out.append("notes:")
-        out.extend(notes)
-    return out
+    return cost_table_lines(
+        scenarios, results, units=UNITS, count="items", digits=3, notes=tuple(notes)
+    )
 
 
 @dataclass(frozen=True)

@@ -444,9 +444,26 @@ def _grid(header: tuple[str, ...], rows: list[tuple[str, ...]], left: int = 2) -
 
 def pool_table_lines(scenarios: list[Scenario], results: Results) -> list[str]:
     """P1-P3: median and min per contestant, and its cost relative to the baseline."""
-    header = ("scenario", "contestant", "jobs", "median", "min", "unit", "cost vs baseline")
+    return cost_table_lines(scenarios, results, units=UNITS, count="jobs", digits=2)
+
+
+def cost_table_lines(
+    scenarios: list[Scenario],
+    results: Results,
+    *,
+    units: dict[str, str],
+    count: str,
+    digits: int,
+    notes: tuple[str, ...] = (),
+) -> list[str]:
+    """A section's table: median and min per contestant, its cost against the baseline.
+
+    ``count`` heads the column of items per sample, ``digits`` rounds the times, and
+    ``notes`` follow the scenarios' own notes.
+    """
+    header = ("scenario", "contestant", count, "median", "min", "unit", "cost vs baseline")
     rows: list[tuple[str, ...]] = []
-    notes: list[str] = []
+    all_notes: list[str] = []
     for scenario in scenarios:
         label = f"{scenario.key}. {scenario.title}"
         baseline = median(results, scenario.baseline) if scenario.baseline else None
@@ -454,7 +471,7 @@ def pool_table_lines(scenarios: list[Scenario], results: Results) -> list[str]:
             key = (scenario.key, contestant.name)
             value = median(results, key)
             assert value is not None
-            ratio = "-" if baseline is None else f"{value / baseline:.2f}x"
+            ratio = "-" if baseline is None else f"{value / baseline:.{digits}f}x"
             if key == scenario.baseline:
                 ratio = "1.00x (baseline)"
             rows.append(
@@ -462,19 +479,20 @@ def pool_table_lines(scenarios: list[Scenario], results: Results) -> list[str]:
                     label,
                     contestant.name,
                     f"{contestant.items or scenario.items:,}",
-                    f"{value:.2f}",
-                    f"{min(results[key]):.2f}",
-                    UNITS[scenario.key],
+                    f"{value:.{digits}f}",
+                    f"{min(results[key]):.{digits}f}",
+                    units[scenario.key],
                     ratio,
                 )
             )
             label = ""
-        notes.extend(f"  [{scenario.key}] {note}" for note in scenario.notes)
+        all_notes.extend(f"  [{scenario.key}] {note}" for note in scenario.notes)
+    all_notes.extend(notes)
     out = _grid(header, rows)
     out.append("cost vs baseline: this median / baseline median (below 1 = cheaper than it)")
-    if notes:
+    if all_notes:
         out.append("notes:")
-        out.extend(notes)
+        out.extend(all_notes)
     return out
 
 

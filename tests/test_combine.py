@@ -126,6 +126,16 @@ def test_merge_forwards_an_input_given_twice_once() -> None:
     assert list(merged) == list(range(100))  # one forwarder: its order is kept
 
 
+def test_merge_takes_from_an_input_only_what_the_output_can_take() -> None:
+    a = cf.Channel[int](10)
+    a.send_many(range(10))
+    merged = cf.merge(a)  # unbuffered and unread: the forwarder holds one item, as in Go
+    wait_until(lambda: len(a) == 9)
+    assert merged.recv(timeout=5) == 0
+    a.close()
+    assert list(merged) == list(range(1, 10))
+
+
 def test_merge_runs_daemon_threads_named_chanflow_merge() -> None:
     inputs = [cf.Channel[int]() for _ in range(3)]
     merged = cf.merge(*inputs)
@@ -491,14 +501,16 @@ def test_tee_drops_an_output_closed_by_its_consumer_and_feeds_the_others() -> No
 
 def test_tee_keeps_feeding_when_an_output_is_closed_while_the_forwarder_waits_on_it() -> None:
     source = cf.Channel[int]()
-    kept, stuck = cf.tee(source, 2)
+    kept, stuck, late = cf.tee(source, 3)
     cf.go(source.send, 1)
-    assert kept.recv(timeout=5) == 1  # the forwarder now waits for `stuck` to take 1
+    assert kept.recv(timeout=5) == 1  # the forwarder now waits for `stuck` and `late`
     stuck.close()
+    assert late.recv(timeout=5) == 1  # `late` still gets the item `stuck` never took
     cf.go(source.send, 2)
     assert kept.recv(timeout=5) == 2
+    assert late.recv(timeout=5) == 2
     source.close()
-    assert list(kept) == []
+    assert list(kept) == list(late) == []
     wait_for_no_forwarders("tee")
 
 

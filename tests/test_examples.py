@@ -118,3 +118,35 @@ def test_image_resize_example(tmp_path: Path) -> None:
     for way in ("loop", "fan-out", "pool"):  # the example checked every size itself
         assert len(list((tmp_path / way).glob("*.jpg"))) == 12
     assert parts["3"][0].startswith("3. speedup over the loop: loop 1.00x, fan-out ")
+
+
+def test_pipeline_example() -> None:
+    parts = sections(run_example("pipeline.py"))
+    assert sorted(parts) == ["1", "2", "3"]
+    assert parts["1"][1:] == ["4", "9", "16"]
+    assert parts["3"][1:] == ["4", "9", "16"]
+    mixed = parts["2"]
+    assert "stored 21 items in 5 batches" in mixed
+    assert "dead letter from stage 'store': cannot store [8, 10, 11, 13, 14]: it holds 13" in mixed
+    assert any(line.startswith("digest") for line in mixed)
+    assert any("bottleneck (*):" in line for line in mixed)
+
+
+def test_fan_in_example() -> None:
+    parts = sections(run_example("fan_in.py"))
+    assert sorted(parts) == ["1", "2", "3"]
+    for lines in (parts["1"], parts["2"]):
+        processing = [re.fullmatch(r"   Worker ([123]) processing (\d+)", line) for line in lines]
+        taken = sorted(int(match.group(2)) for match in processing if match)
+        assert taken == [1, 2, 3, 4, 5], "each number reaches exactly one worker"
+        results = sorted(int(line.split()[-1]) for line in lines if line.startswith("   Result: "))
+        assert results == [2, 4, 6, 8, 10], "the merged channel delivers each result once"
+        assert "   fan-in: 5 results, sum 30, sorted [2, 4, 6, 8, 10]" in lines
+    javascript = parts["3"]
+    assert "   Results: [2, 4, 6, 8, 10]" in javascript  # in input order, as Promise.all
+    processed = sorted(line for line in javascript if " processed " in line)
+    assert processed == [f"   Worker {i} processed {i}" for i in range(1, 6)]
+    timing = next(line for line in javascript if "jobs of 0.1 s took" in line)
+    took = re.search(r"took ([\d.]+) s together", timing)
+    assert took is not None, timing
+    assert float(took.group(1)) < 0.45, f"the five jobs did not run at once: {timing}"

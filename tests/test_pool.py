@@ -110,8 +110,19 @@ def value_of(item: Any) -> Any:
 
 
 def assert_no_more_starts(starts: Log[Any]) -> None:
-    """Nothing may start any more: give the pool a moment to misbehave, then look."""
+    """Nothing may start any more: give the pool a moment to misbehave, then look.
+
+    A worker process learns of a cancel by a message, so a job of a chunk it already
+    holds may start until that message arrives: let the count settle first (callers
+    bound the total separately).
+    """
     count = len(starts)
+    deadline = time.monotonic() + PROMPT
+    while True:
+        time.sleep(0.1)
+        if len(starts) == count or time.monotonic() > deadline:
+            break
+        count = len(starts)
     time.sleep(0.05)
     assert len(starts) == count, f"{len(starts) - count} jobs started after the call ended"
 

@@ -101,11 +101,9 @@ def _give_back(source: Channel[T], items: Sequence[T]) -> None:
                 waiter.fire(index, buffer.popleft(), OK)
 
 
-def _check_channel(channel: object, where: str) -> None:
+def _check_channel(channel: object, where: str, hint: str = "") -> None:
     if not isinstance(channel, Channel):
-        hint = ""
-        if isinstance(channel, (list, tuple)):
-            hint = " (to merge a list of channels, unpack it: merge(*channels))"
+        hint = f" ({hint})" if hint and isinstance(channel, (list, tuple)) else ""
         raise TypeError(f"{where} must be a chanflow Channel, not {channel!r}{hint}")
 
 
@@ -197,7 +195,11 @@ def merge(*channels: Channel[T], capacity: float = 0) -> Channel[T]:
     a forwarder's hands, as Go's goroutines would.
     """
     for position, channel in enumerate(channels):
-        _check_channel(channel, f"merge() argument {position + 1}")
+        _check_channel(
+            channel,
+            f"merge() argument {position + 1}",
+            "to merge a list, unpack it: merge(*channels)",
+        )
     capacity = _checked_capacity(capacity, "merge")
     sources: list[Channel[T]] = []
     for channel in channels:

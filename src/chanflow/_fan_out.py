@@ -14,9 +14,8 @@ import os
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, TypeVar, overload
 
-from ._pool import WorkerPool, _check_backend, _positive_int_or_none
+from ._pool import WorkerPool, _check_backend, _positive_int_or_none, resolve_kind
 from ._result import Result
-from ._sync import is_async_callable
 
 __all__ = ["afan_out", "fan_out"]
 
@@ -31,21 +30,7 @@ def _backend_kind(fn: object, backend: object, function: str) -> str:
     """The backend that will run ``fn``: refuse a mismatch now, as the pool would later."""
     if not callable(fn):
         raise TypeError(f"{function}() takes a callable, not {fn!r}")
-    kind = _check_backend(backend)
-    is_async = is_async_callable(fn)
-    if kind == "auto":
-        return "async" if is_async else "thread"
-    if kind == "async" and not is_async:
-        raise TypeError(
-            f"backend='async' runs coroutine functions, not {fn!r}; "
-            "use backend='thread' or 'auto' for a plain function"
-        )
-    if kind == "thread" and is_async:
-        raise TypeError(
-            f"backend='thread' runs plain functions, not the coroutine function {fn!r}; "
-            "use backend='async' or 'auto'"
-        )
-    return kind
+    return resolve_kind(_check_backend(backend), fn)
 
 
 def _workers(kind: str, count: int, limit: int | None) -> int:

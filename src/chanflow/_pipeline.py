@@ -39,7 +39,7 @@ from ._context import Context
 from ._deadletters import DeadLetterSink, make_dead_letter_sink
 from ._exceptions import Cancelled, ChannelClosed
 from ._link import Budget, Halted, Hub, Link
-from ._pool import LiveInput, WorkerPool
+from ._pool import LiveInput, WorkerPool, _default_workers, resolve_kind
 from ._report import PipelineReport, StageMeter, StageReport
 from ._result import Result
 from ._sync import is_async_callable
@@ -464,12 +464,7 @@ def _check_buffer(buffer: object, default: int) -> int:
 
 
 def _workers_of(pool: WorkerPool, fn: object) -> int:
-    from ._pool import _default_workers
-
-    kind = pool._kind
-    if kind == "auto":
-        kind = "async" if is_async_callable(fn) else "thread"
-    return _default_workers(kind)
+    return _default_workers(resolve_kind(pool._kind, fn))
 
 
 def _default_buffer(kind: str, fn: object, workers: int) -> int:

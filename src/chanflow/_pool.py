@@ -153,6 +153,24 @@ def _check_backend(backend: object) -> str:
     return backend
 
 
+def resolve_kind(kind: str, fn: object) -> str:
+    """The backend that runs ``fn`` ("auto" resolved); TypeError if ``kind`` cannot run it."""
+    is_async = is_async_callable(fn)
+    if kind == "auto":
+        return "async" if is_async else "thread"
+    if kind == "async" and not is_async:
+        raise TypeError(
+            f"backend='async' runs coroutine functions, not {fn!r}; "
+            "use backend='thread' or 'auto' for a plain function"
+        )
+    if kind == "thread" and is_async:
+        raise TypeError(
+            f"backend='thread' runs plain functions, not the coroutine function {fn!r}; "
+            "use backend='async' or 'auto'"
+        )
+    return kind
+
+
 def _check_timeout(timeout: object) -> float | None:
     if timeout is None:
         return None
@@ -614,20 +632,7 @@ class WorkerPool:
         """The backend that runs ``fn``; ``loop`` is the async consumer's loop, if any."""
         if not callable(fn):
             raise TypeError(f"the job function must be callable, not {fn!r}")
-        is_async = is_async_callable(fn)
-        kind = self._kind
-        if kind == "auto":
-            kind = "async" if is_async else "thread"
-        if kind == "async" and not is_async:
-            raise TypeError(
-                f"backend='async' runs coroutine functions, not {fn!r}; "
-                "use backend='thread' or 'auto' for a plain function"
-            )
-        if kind == "thread" and is_async:
-            raise TypeError(
-                f"backend='thread' runs plain functions, not the coroutine function {fn!r}; "
-                "use backend='async' or 'auto'"
-            )
+        kind = resolve_kind(self._kind, fn)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the worker pool is closed")
