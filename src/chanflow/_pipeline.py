@@ -84,9 +84,6 @@ class _Stage:
     timeout: float | None = None  # batch
     workers: int = 1
 
-    def describe(self) -> str:
-        return self.name
-
 
 class Pipeline(Generic[T]):
     """A multi-stage flow over ``source``: build it stage by stage, then iterate or run it.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 
@@ -107,10 +106,9 @@ def _seconds(value: float | None) -> str:
 class StageMeter:
     """A stage's own counters (its pool keeps the rest); written by its one thread."""
 
-    __slots__ = ("_lock", "busy_seconds", "dead_lettered", "failed", "items_out", "skipped")
+    __slots__ = ("busy_seconds", "dead_lettered", "failed", "items_out", "skipped")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self.items_out = 0
         self.failed = 0
         self.skipped = 0
