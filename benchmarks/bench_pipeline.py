@@ -23,9 +23,7 @@ the tables and the targets.
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -35,7 +33,7 @@ from typing import Any
 
 import chanflow as cf
 from bench_channel import Contestant, GoBench, Measure, Results, Scenario
-from bench_pool import _grid, cost_table_lines
+from bench_pool import PEAK_KIB_SOURCE, _grid, cost_table_lines, run_memory_child
 from jobs import calibrate_spin, noop, spin
 
 try:
@@ -54,7 +52,6 @@ __all__ = [
 ]
 
 GO_PIPELINE = Path(__file__).with_name("go") / "pipeline.go"
-SRC = Path(__file__).resolve().parent.parent / "src"
 PYPELN_SHARE = 20  # pypeln runs 1/20 of the items: about 20-40 us an item for 3 stages
 
 # The names the targets refer to.
@@ -289,20 +286,11 @@ def build_pipeline_scenarios(
 
 # -- memory (F3): fresh subprocesses -----------------------------------------------------------
 
-_CHILD = """
-import itertools, resource, sys
+_CHILD = (
+    PEAK_KIB_SOURCE
+    + """
+import itertools
 n = int(sys.argv[1])
-def peak_kib():
-    # VmHWM: this process image's own high-water mark (see bench_pool.py on ru_maxrss).
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss // 1024 if sys.platform == "darwin" else rss  # bytes on macOS, KiB on Linux
 def noop(job):
     return job
 import chanflow as cf
@@ -317,6 +305,7 @@ for _ in flow:
         break
 print(before, peak_kib())
 """
+)
 
 
 @dataclass(frozen=True)
@@ -336,29 +325,14 @@ def memory_counts(scale: float) -> tuple[int, int]:
     return count(500_000), count(5_000_000)
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
-    return env
-
-
 def measure_pipeline_memory(
     scale: float, progress: Callable[[str], None] | None = None
 ) -> list[PipelineMemoryRow]:
     """Run one child per item count, small then large."""
     rows: list[PipelineMemoryRow] = []
     for items in memory_counts(scale):
-        start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(items)],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=900,
-            env=_child_env(),
-        )
-        before, peak = (int(word) for word in done.stdout.split())
-        rows.append(PipelineMemoryRow(items, before, peak, time.perf_counter() - start))
+        before, peak, seconds = run_memory_child(_CHILD, str(items))
+        rows.append(PipelineMemoryRow(items, before, peak, seconds))
         if progress is not None:
             progress(f"memory: {FLOW} over {items:,} items of count(): {peak / 1024:.1f} MB")
     return rows

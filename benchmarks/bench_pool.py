@@ -303,9 +303,9 @@ UNITS = {"P1": "us/job", "P2": "us/job", "P3": "s wall"}
 
 # -- memory (P4): fresh subprocesses -----------------------------------------------------------
 
-_CHILD = """
-import itertools, resource, sys
-kind, n, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+# The source of ``peak_kib()`` for a memory child script (which prints "before peak").
+PEAK_KIB_SOURCE = """
+import resource, sys
 def peak_kib():
     # On Linux, VmHWM is this process image's own high-water mark. ru_maxrss is not:
     # it keeps the peak of the parent's forked copy from before exec, which would
@@ -319,6 +319,13 @@ def peak_kib():
         pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss // 1024 if sys.platform == "darwin" else rss  # bytes on macOS, KiB on Linux
+"""
+
+_CHILD = (
+    PEAK_KIB_SOURCE
+    + """
+import itertools
+kind, n, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def noop(job):
     return job
 import chanflow as cf
@@ -335,6 +342,7 @@ else:
             pass
 print(before, peak_kib())
 """
+)
 
 
 @dataclass(frozen=True)
@@ -364,10 +372,21 @@ def memory_counts(scale: float) -> dict[str, tuple[int, int]]:
     }
 
 
-def _child_env() -> dict[str, str]:
+def run_memory_child(script: str, *args: str) -> tuple[int, int, float]:
+    """Run a memory child in a fresh interpreter: its two peak RSS (KiB) and its seconds."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
-    return env
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+        env=env,
+    )
+    before, peak = (int(word) for word in done.stdout.split())
+    return before, peak, time.perf_counter() - start
 
 
 def measure_memory(scale: float, progress: Callable[[str], None] | None = None) -> list[MemoryRow]:
@@ -375,17 +394,8 @@ def measure_memory(scale: float, progress: Callable[[str], None] | None = None) 
     rows: list[MemoryRow] = []
     for kind, sizes in memory_counts(scale).items():
         for items in sizes:
-            start = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, "-c", _CHILD, kind, str(items), str(THREAD_WORKERS)],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=900,
-                env=_child_env(),
-            )
-            before, peak = (int(word) for word in done.stdout.split())
-            rows.append(MemoryRow(kind, items, before, peak, time.perf_counter() - start))
+            before, peak, seconds = run_memory_child(_CHILD, kind, str(items), str(THREAD_WORKERS))
+            rows.append(MemoryRow(kind, items, before, peak, seconds))
             if progress is not None:
                 progress(f"memory: {MEMORY_NAMES[kind]} over {items:,} items: {peak / 1024:.1f} MB")
     return rows
