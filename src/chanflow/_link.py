@@ -17,6 +17,7 @@ a break or a cancel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -50,7 +51,8 @@ class Hub:
         """Wake every thread and task waiting on the flow (they re-check their condition)."""
         self.changed.notify_all()
         for loop, future in self._async_waiters:
-            loop.call_soon_threadsafe(_resolve, future)
+            with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, future)
         self._async_waiters.clear()
 
     def fire_locked(self, wakes: list[Callable[[], None]]) -> None:
