@@ -94,3 +94,18 @@ class RemoteError(ChanflowError):
     def __init__(self, type_name: str, message: str) -> None:
         super().__init__(f"{type_name}: {message}")
         self.type_name = type_name
+
+
+# Users meet these as chanflow.X (in tracebacks, reprs and dead-letter records), and
+# pickles name them so too; chanflow re-exports every one of them.
+for _exception in (
+    ChanflowError,
+    ChannelClosed,
+    WouldBlock,
+    Cancelled,
+    DeadlineExceeded,
+    JobTimeout,
+    WorkerCrashed,
+    RemoteError,
+):
+    _exception.__module__ = "chanflow"

@@ -1,0 +1,485 @@
+"""``chanflow run``: every input line through a WorkerPool, durable and interruptible.
+
+Exit codes: 0 every job succeeded, 1 some failed, 2 bad usage or unreadable input,
+130 interrupted (SIGINT or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shlex
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+import click
+
+from .._pool import WorkerPool
+from .._rate import RateLimiter
+from .._result import Result
+from ._jobs import Job, MalformedLine, NotStarted, Rejected, open_inputs, read_jobs
+from ._journal import Journal, JournalError
+from ._records import OutputFailed, Recorder, dead_letter_line, output_line
+from ._stop import HardStop, StopSwitch
+from ._targets import (
+    CommandRunner,
+    ImportedCallable,
+    TargetError,
+    async_call_runner,
+    call_runner,
+    is_async,
+    load_callable,
+)
+
+__all__ = ["run"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+FAILURES_SHOWN = 3  # failed jobs named in the summary
+
+
+class UsageProblem(click.ClickException):
+    """Bad usage or unreadable input: one line on stderr, exit 2."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"chanflow: error: {self.format_message()}", err=True)
+
+
+class InputChanged(Exception):
+    """The input differs from the one the journal was written for."""
+
+
+@dataclass
+class RunSettings:
+    """The options of one ``chanflow run``, as given."""
+
+    inputs: tuple[str, ...]
+    call: str | None
+    command: list[str]
+    shell: bool
+    jsonl: bool
+    workers: int | None
+    backend: str | None
+    rate: str | None
+    retries: int
+    timeout: float | None
+    keep_order: bool
+    output: Path | None
+    dead_letters: Path | None
+    journal: Path | None
+    resume: bool
+    fail_fast: bool
+    grace: float
+    progress: bool | None
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def identity(self) -> str:
+        """What the run does, as its journal remembers it."""
+        what = f"--call {self.call}" if self.call else shlex.join(["--", *self.command])
+        return what + (" --shell" if self.shell else "") + (" --jsonl" if self.jsonl else "")
+
+
+@dataclass
+class Tally:
+    """What happened to the jobs of this run (journal replays excepted)."""
+
+    succeeded: int = 0
+    failed: int = 0
+    not_started: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def add_failure(self, job: Job, error: BaseException) -> None:
+        self.failed += 1
+        self.errors[type(error).__name__] += 1
+        if len(self.examples) < FAILURES_SHOWN:
+            self.examples.append(f"job {job.index} ({job.where}): {type(error).__name__}: {error}")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("inputs", nargs=-1, metavar="[INPUT]...")
+@click.option(
+    "--call", "call", metavar="MODULE:FUNCTION", help="Call this Python function per job."
+)
+@click.option("--shell", is_flag=True, help="Run the command through /bin/sh (quoting values).")
+@click.option(
+    "--jsonl", is_flag=True, help="Each line is JSON; an object becomes keyword arguments."
+)
+@click.option(
+    "-j",
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Jobs at once [default: per backend; commands: CPU count].",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["thread", "process", "async"]),
+    help="Where --call runs [default: async for async functions, else thread].",
+)
+@click.option("--rate", metavar="N/UNIT", help="At most this many job starts, e.g. 50/s, 600/min.")
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Retries per failed job (exponential backoff with jitter).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Per attempt; a command is killed.",
+)
+@click.option(
+    "--keep-order", is_flag=True, help="Write results in input order (default: as they finish)."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON Lines results file [default: stdout].",
+)
+@click.option(
+    "--dead-letters",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON Lines file for failed jobs, with tracebacks.",
+)
+@click.option(
+    "--journal",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite file recording finished jobs, for --resume.",
+)
+@click.option("--resume", is_flag=True, help="Skip the jobs the journal has finished.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failed job.")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="After SIGINT/SIGTERM, how long running jobs may finish.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Live progress on stderr [default: when stderr is a terminal].",
+)
+@click.pass_context
+def run(ctx: click.Context, /, **options: Any) -> None:
+    """Run a Python function or a command once per input line.
+
+    \b
+    chanflow run --call mypkg.mod:func [INPUT]...
+    chanflow run [OPTIONS] [INPUT]... -- COMMAND [ARG]...
+
+    Jobs are the non-empty lines of the INPUT files, or of stdin. A command's
+    arguments may hold {} (the line), {.} (without extension), {/} (base name),
+    {//} (directory), {/.} (base name without extension) and {#} (job number); without
+    any, the line is appended. Results go out as JSON Lines: index, job, ok, value or
+    error, attempts, elapsed.
+
+    Exit status: 0 all jobs succeeded, 1 some failed, 2 bad usage or input,
+    130 interrupted (the first SIGINT/SIGTERM lets running jobs finish).
+    """
+    command = list((ctx.obj or {}).get("command", []))
+    settings = RunSettings(command=command, argv=list((ctx.obj or {}).get("argv", [])), **options)
+    check_usage(settings)
+    ctx.exit(execute(settings))
+
+
+def check_usage(settings: RunSettings) -> None:
+    """Raise UsageProblem for contradictory or missing options."""
+    if settings.call and settings.command:
+        raise UsageProblem("give --call or a command after --, not both")
+    if not settings.call and not settings.command:
+        raise UsageProblem(
+            "nothing to run: give --call MODULE:FUNCTION, or a command after -- "
+            "(chanflow run --help shows both)"
+        )
+    if settings.command and settings.backend not in (None, "thread"):
+        raise UsageProblem("commands run on threads; --backend applies to --call")
+    if settings.shell and not settings.command:
+        raise UsageProblem("--shell applies to a command given after --")
+    if settings.resume and settings.journal is None:
+        raise UsageProblem("--resume needs the --journal of the run to resume")
+    if settings.rate is not None:
+        try:
+            RateLimiter(settings.rate)
+        except (ValueError, TypeError) as error:
+            raise UsageProblem(f"--rate {settings.rate}: {error}") from None
+
+
+def execute(settings: RunSettings) -> int:
+    """Run the jobs; the exit code."""
+    kill = Killer()
+    switch = StopSwitch(settings.grace, on_hard=kill)
+    job_function, backend, kill.action = make_job_function(settings, switch.requested)
+    journal = open_journal(settings)
+    jobs = open_jobs(settings, journal)
+    recorder = open_recorder(settings, journal)
+    tally = Tally()
+    started = time.monotonic()
+
+    def stop_at_once() -> NoReturn:
+        recorder.finish()
+        report_interrupted(settings, switch, tally, journal, at_once=True)
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)  # running thread jobs cannot be waited for
+
+    with switch.installed():
+        try:
+            consume(settings, job_function, backend, _until(switch, jobs), recorder, tally, switch,
+                    stop_at_once)  # fmt: skip
+        except HardStop:  # while the pool was closing
+            stop_at_once()
+        except OutputFailed as error:
+            return stop_for_output(error)
+        except OSError as error:  # the input failed while being read
+            raise UsageProblem(f"reading input: {error}") from None
+    recorder.finish()
+    if journal is not None:
+        journal.close()
+    if switch.requested.is_set():
+        report_interrupted(settings, switch, tally, journal, at_once=False)
+        return EXIT_INTERRUPTED
+    report_summary(settings, tally, recorder, time.monotonic() - started)
+    return EXIT_FAILED if tally.failed else EXIT_OK
+
+
+class Killer:
+    """What a hard stop kills: set once the job function is known."""
+
+    def __init__(self) -> None:
+        self.action: Callable[[], None] = _nothing
+
+    def __call__(self) -> None:
+        self.action()
+
+
+def stop_for_output(error: OutputFailed) -> int:
+    """The output cannot be written (a closed pipe, a full disk): stop, say so, exit 1."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # so that the final flush cannot fail again
+    click.echo(f"chanflow: stopped: cannot write the output: {error}", err=True)
+    return EXIT_FAILED
+
+
+def consume(
+    settings: RunSettings,
+    job_function: Callable[[Job], Any],
+    backend: str,
+    jobs: Iterator[Job],
+    recorder: Recorder,
+    tally: Tally,
+    switch: StopSwitch,
+    stop_at_once: Callable[[], NoReturn],
+) -> None:
+    """Drive the pool over ``jobs``, recording each finished job as it comes out.
+
+    A hard stop ends the process from inside the pool's block: closing the pool would
+    wait for running jobs, which is what a hard stop refuses to do.
+    """
+    with WorkerPool(
+        workers=settings.workers,
+        backend=backend,
+        retries=settings.retries,
+        timeout=settings.timeout,
+        rate=settings.rate,
+        progress=_show_progress(settings.progress),
+    ) as pool:
+        results = pool.results(job_function, jobs, ordered=settings.keep_order)
+        try:
+            for result in results:
+                with switch.critical():
+                    finished = record_result(result, recorder, tally)
+                if settings.fail_fast and finished and not result.ok:
+                    break  # leaving the pool cancels the jobs not yet finished
+        except HardStop:
+            stop_at_once()
+
+
+def record_result(result: Result[Any], recorder: Recorder, tally: Tally) -> bool:
+    """Journal and write one result; False for a job that never started."""
+    job: Job = result.job
+    if isinstance(result.value, NotStarted):
+        tally.not_started += 1
+        return False
+    if isinstance(result.value, Rejected):
+        error = MalformedLine(result.value.problem)
+        result = Result(job, result.index, error=error, attempts=0, elapsed=0.0, traceback="")
+    dead = None
+    if result.error is None:
+        tally.succeeded += 1
+    else:
+        tally.add_failure(job, result.error)
+        dead = dead_letter_line(result, job)
+    recorder.record(job, ok=result.ok, line=output_line(result, job), dead=dead)
+    return True
+
+
+def make_job_function(
+    settings: RunSettings, stop: threading.Event
+) -> tuple[Callable[[Job], Any], str, Callable[[], None]]:
+    """The job function, the backend it runs on, and what kills its work at once."""
+    if settings.command:
+        runner = CommandRunner(
+            settings.command, shell=settings.shell, timeout=settings.timeout, stop=stop
+        )
+        try:
+            runner.check()
+        except TargetError as error:
+            raise UsageProblem(str(error)) from None
+        if settings.workers is None:
+            settings.workers = os.cpu_count() or 1
+        return runner, "thread", runner.kill_all
+    assert settings.call is not None
+    try:
+        target = load_callable(settings.call)
+    except TargetError as error:
+        raise UsageProblem(str(error)) from None
+    return _call_function(settings, target, stop)
+
+
+def _call_function(
+    settings: RunSettings, target: Callable[..., Any], stop: threading.Event
+) -> tuple[Callable[[Job], Any], str, Callable[[], None]]:
+    assert settings.call is not None
+    backend = settings.backend or ("async" if is_async(target) else "thread")
+    if is_async(target) != (backend == "async"):
+        needs = "an async def function" if backend == "async" else "a plain (not async) function"
+        raise UsageProblem(f"--backend {backend} needs {needs}; {settings.call} is not one")
+    if backend == "async":
+        return async_call_runner(target, stop), backend, _nothing
+    if backend == "process":
+        return call_runner(ImportedCallable(settings.call, os.getcwd()), None), backend, _nothing
+    return call_runner(target, stop), backend, _nothing
+
+
+def _nothing() -> None:
+    return None
+
+
+def open_journal(settings: RunSettings) -> Journal | None:
+    if settings.journal is None:
+        return None
+    try:
+        return Journal(settings.journal, settings.identity, resume=settings.resume)
+    except JournalError as error:
+        raise UsageProblem(str(error)) from None
+
+
+def open_jobs(settings: RunSettings, journal: Journal | None) -> Iterator[Job]:
+    """The jobs still to run; with a journal, checked against it before any runs."""
+    try:
+        inputs = open_inputs(settings.inputs)
+    except OSError as error:
+        name = error.filename or "input"
+        raise UsageProblem(f"cannot read {name}: {error.strerror or error}") from None
+    if not settings.inputs and sys.stdin.isatty():
+        click.echo("chanflow: reading jobs from the terminal (end with Ctrl-D)", err=True)
+    jobs = read_jobs(inputs, jsonl=settings.jsonl)
+    if journal is None or not journal.finished:
+        return jobs
+    try:
+        return skip_finished(jobs, journal.finished)
+    except InputChanged as error:
+        raise UsageProblem(str(error)) from None
+
+
+def skip_finished(jobs: Iterator[Job], finished: dict[int, str]) -> Iterator[Job]:
+    """``jobs`` without those ``finished`` (index -> digest) holds; raises InputChanged.
+
+    Reads the input up to the last finished job now, so that a changed input is
+    refused before any job runs; keeps only the unfinished jobs of that stretch.
+    """
+    last = max(finished)
+    waiting: list[Job] = []
+    seen = 0
+    for job in jobs:
+        seen += 1
+        digest = finished.get(job.index)
+        if digest is None:
+            waiting.append(job)
+        elif digest != job.digest:
+            raise InputChanged(
+                f"the input changed since the journal was written ({job.where} is not the "
+                f"job {job.index} it finished): restore the input or use a new --journal"
+            )
+        if job.index == last:
+            return itertools.chain(waiting, jobs)
+    raise InputChanged(
+        f"the input changed since the journal was written: it has {seen:,} jobs, the "
+        f"journal finished job {last}: restore the input or use a new --journal"
+    )
+
+
+def _until(switch: StopSwitch, jobs: Iterator[Job]) -> Iterator[Job]:
+    for job in jobs:
+        if switch.requested.is_set():
+            return  # and jobs taken but not started return NotStarted
+        yield job
+
+
+def open_recorder(settings: RunSettings, journal: Journal | None) -> Recorder:
+    """Open the output and dead-letter files (truncating them) once the run is checked."""
+    try:
+        return Recorder(
+            settings.output, settings.dead_letters, journal, ordered=settings.keep_order
+        )
+    except OSError as error:
+        raise UsageProblem(f"cannot write {error.filename}: {error.strerror or error}") from None
+
+
+def _show_progress(setting: bool | None) -> bool:
+    return sys.stderr.isatty() if setting is None else setting
+
+
+def report_summary(settings: RunSettings, tally: Tally, recorder: Recorder, elapsed: float) -> None:
+    total = tally.succeeded + tally.failed
+    earlier = f" (+{recorder.replayed:,} finished earlier)" if recorder.replayed else ""
+    if not tally.failed:
+        click.echo(f"chanflow: {total:,} jobs succeeded in {elapsed:.2f} s{earlier}", err=True)
+        return
+    kinds = ", ".join(f"{name} x{count}" for name, count in tally.errors.most_common())
+    stopped = " (stopped at the first, --fail-fast)" if settings.fail_fast else ""
+    click.echo(
+        f"chanflow: {tally.failed:,} of {total:,} jobs failed{stopped}: {kinds}{earlier}", err=True
+    )
+    for example in tally.examples:
+        click.echo(f"  {example}", err=True)
+    if settings.dead_letters is not None:
+        click.echo(f"  dead letters: {settings.dead_letters}", err=True)
+
+
+def report_interrupted(
+    settings: RunSettings,
+    switch: StopSwitch,
+    tally: Tally,
+    journal: Journal | None,
+    *,
+    at_once: bool,
+) -> None:
+    how = "stopped at once" if at_once else "stopped"
+    why = "grace period over" if switch.expired else switch.signal_name
+    done = tally.succeeded + tally.failed
+    click.echo(f"chanflow: {how} ({why}): {done:,} jobs finished this run", err=True)
+    if journal is None:
+        click.echo("chanflow: run with --journal FILE to be able to resume", err=True)
+        return
+    click.echo(f"chanflow: resume with: {resume_command(settings.argv)}", err=True)
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that resumes this run: the same one, with --resume."""
+    if "--resume" not in argv:
+        cut = argv.index("--") if "--" in argv else len(argv)
+        argv = [*argv[:cut], "--resume", *argv[cut:]]
+    return shlex.join(["chanflow", "run", *argv])
