@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 import click
+from rich.console import Console
 
 from .._pool import WorkerPool
 from .._rate import RateLimiter
@@ -43,13 +44,21 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 FAILURES_SHOWN = 3  # failed jobs named in the summary
 
 
+_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def say(text: str, style: str | None = None) -> None:
+    """One line on stderr (styled on a terminal, plain elsewhere; never wrapped)."""
+    _stderr.print(text, style=style, markup=False)
+
+
 class UsageProblem(click.ClickException):
     """Bad usage or unreadable input: one line on stderr, exit 2."""
 
     exit_code = EXIT_USAGE
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"chanflow: error: {self.format_message()}", err=True)
+        say(f"chanflow: error: {self.format_message()}", "red")
 
 
 class InputChanged(Exception):
@@ -220,7 +229,7 @@ def check_usage(settings: RunSettings) -> None:
 def execute(settings: RunSettings) -> int:
     """Run the jobs; the exit code."""
     kill = Killer()
-    switch = StopSwitch(settings.grace, on_hard=kill)
+    switch = StopSwitch(settings.grace, on_hard=kill, notify=say)
     job_function, backend, kill.action = make_job_function(settings, switch.requested)
     journal = open_journal(settings)
     jobs = open_jobs(settings, journal)
@@ -268,7 +277,7 @@ def stop_for_output(error: OutputFailed) -> int:
     """The output cannot be written (a closed pipe, a full disk): stop, say so, exit 1."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())  # so that the final flush cannot fail again
-    click.echo(f"chanflow: stopped: cannot write the output: {error}", err=True)
+    say(f"chanflow: stopped: cannot write the output: {error}", "red")
     return EXIT_FAILED
 
 
@@ -384,7 +393,7 @@ def open_jobs(settings: RunSettings, journal: Journal | None) -> Iterator[Job]:
         name = error.filename or "input"
         raise UsageProblem(f"cannot read {name}: {error.strerror or error}") from None
     if not settings.inputs and sys.stdin.isatty():
-        click.echo("chanflow: reading jobs from the terminal (end with Ctrl-D)", err=True)
+        say("chanflow: reading jobs from the terminal (end with Ctrl-D)")
     jobs = read_jobs(inputs, jsonl=settings.jsonl)
     if journal is None or not journal.finished:
         return jobs
@@ -446,17 +455,15 @@ def report_summary(settings: RunSettings, tally: Tally, recorder: Recorder, elap
     total = tally.succeeded + tally.failed
     earlier = f" (+{recorder.replayed:,} finished earlier)" if recorder.replayed else ""
     if not tally.failed:
-        click.echo(f"chanflow: {total:,} jobs succeeded in {elapsed:.2f} s{earlier}", err=True)
+        say(f"chanflow: {total:,} jobs succeeded in {elapsed:.2f} s{earlier}", "green")
         return
     kinds = ", ".join(f"{name} x{count}" for name, count in tally.errors.most_common())
     stopped = " (stopped at the first, --fail-fast)" if settings.fail_fast else ""
-    click.echo(
-        f"chanflow: {tally.failed:,} of {total:,} jobs failed{stopped}: {kinds}{earlier}", err=True
-    )
+    say(f"chanflow: {tally.failed:,} of {total:,} jobs failed{stopped}: {kinds}{earlier}", "red")
     for example in tally.examples:
-        click.echo(f"  {example}", err=True)
+        say(f"  {example}")
     if settings.dead_letters is not None:
-        click.echo(f"  dead letters: {settings.dead_letters}", err=True)
+        say(f"  dead letters: {settings.dead_letters}")
 
 
 def report_interrupted(
@@ -470,11 +477,11 @@ def report_interrupted(
     how = "stopped at once" if at_once else "stopped"
     why = "grace period over" if switch.expired else switch.signal_name
     done = tally.succeeded + tally.failed
-    click.echo(f"chanflow: {how} ({why}): {done:,} jobs finished this run", err=True)
+    say(f"chanflow: {how} ({why}): {done:,} jobs finished this run", "yellow")
     if journal is None:
-        click.echo("chanflow: run with --journal FILE to be able to resume", err=True)
+        say("chanflow: run with --journal FILE to be able to resume")
         return
-    click.echo(f"chanflow: resume with: {resume_command(settings.argv)}", err=True)
+    say(f"chanflow: resume with: {resume_command(settings.argv)}", "bold")
 
 
 def resume_command(argv: list[str]) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -30,11 +29,15 @@ class StopSwitch:
 
     ``on_hard`` runs (in the main thread, from the signal handler) before HardStop is
     raised: it kills what must not outlive the run, such as running commands.
+    ``notify`` tells the user that a graceful stop has begun.
     """
 
-    def __init__(self, grace: float, on_hard: Callable[[], None]) -> None:
+    def __init__(
+        self, grace: float, on_hard: Callable[[], None], notify: Callable[[str], None]
+    ) -> None:
         self.grace = grace
         self.on_hard = on_hard
+        self.notify = notify
         self.requested = threading.Event()
         self.signal_name: str | None = None
         self.expired = False
@@ -60,11 +63,9 @@ class StopSwitch:
             self.signal_name = signal.Signals(signum).name
             self.requested.set()
             self._start_grace_timer()
-            print(
+            self.notify(
                 f"chanflow: {self.signal_name}: no new jobs; waiting up to {self.grace:g} s "
-                "for running ones (send it again to stop at once)",
-                file=sys.stderr,
-                flush=True,
+                "for running ones (send it again to stop at once)"
             )
             return
         self.signal_name = signal.Signals(signum).name
