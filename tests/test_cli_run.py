@@ -203,6 +203,20 @@ def test_values_json_cannot_hold_are_written_as_repr(here: Path) -> None:
     assert records(done.stdout)[0]["value"].startswith("<function unpicklable.<locals>")
 
 
+def test_a_closed_output_pipe_stops_the_run_with_one_line(here: Path) -> None:
+    (here / "in.txt").write_text("".join(f"{n}\n" for n in range(100_000)))
+    process = start_chanflow("run", "--call", "clijobs:work", "-j", "8", "in.txt", cwd=here)
+    assert process.stdout is not None
+    process.stdout.readline()
+    process.stdout.close()  # as `| head -1` does
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 1
+    assert stderr.strip().splitlines() == [
+        "chanflow: stopped: cannot write the output: Broken pipe"
+    ]
+
+
 # --- commands ------------------------------------------------------------------------
 
 

@@ -126,6 +126,7 @@ class Tally:
     "-j",
     "--workers",
     type=click.IntRange(min=1),
+    metavar="N",
     help="Jobs at once [default: per backend; commands: CPU count].",
 )
 @click.option(
@@ -137,6 +138,7 @@ class Tally:
 @click.option(
     "--retries",
     type=click.IntRange(min=0),
+    metavar="N",
     default=0,
     show_default=True,
     help="Retries per failed job (exponential backoff with jitter).",
