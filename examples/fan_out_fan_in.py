@@ -14,8 +14,17 @@ corrupt on purpose. The Go original::
    (Go's nil-channel idiom: a select case on None is never ready).
 2. asyncio and ``cf.WorkerPool``: an async generator produces, the pool fans out
    to 3 workers and ``aresults`` fans in, one Result per job in completion order.
+3. "Mastering Go Concurrency"'s version, one goroutine per image, each sending a
+   ``Result{Value, Error}`` to a buffered channel that a closer goroutine closes::
 
-Run it with ``.venv/bin/python examples/fan_out_fan_in.py`` (about a quarter second).
+       for i := 1; i <= 5; i++ { wg.Add(1); go processImage(i, results, &wg) }
+       go func() { wg.Wait(); close(results) }()
+       for result := range results { if result.Error != nil { ... } else { ... } }
+
+   is ``cf.fan_out``: a thread per image, one ``cf.Result`` per image in input
+   order, and the images take about as long together as one of them alone.
+
+Run it with ``.venv/bin/python examples/fan_out_fan_in.py`` (about a third of a second).
 """
 
 from __future__ import annotations
@@ -146,11 +155,34 @@ async def with_pool() -> None:
     tally.summary()
 
 
+# -- 3. one thread per image ---------------------------------------------------------------
+
+
+def process_image(image: str) -> str:
+    say(f"processing {image}")
+    time.sleep(0.05)  # simulate work
+    return resize(image)
+
+
+def one_thread_per_image() -> None:
+    say(f"3. one thread per image: cf.fan_out over {len(IMAGES)} images of 50 ms")
+    started = time.perf_counter()
+    results = cf.fan_out(process_image, IMAGES)  # input order; never raises for an image
+    elapsed = time.perf_counter() - started
+    tally = Tally()
+    for result in results:
+        tally.add(result)
+    tally.summary()
+    say(f"{len(IMAGES)} images of 0.05 s took {elapsed:.2f} s together")
+
+
 def main() -> None:
     started = time.perf_counter()
     with_channels()
     say("")
     asyncio.run(with_pool())
+    say("")
+    one_thread_per_image()
     say(f"\nall done in {time.perf_counter() - started:.2f} s")
 
 

@@ -1,8 +1,10 @@
-"""The seeds' Go worker pool as a chanflow program.
+"""The seeds' Go worker pools as a chanflow program.
 
-The Go original (from the seeds) starts 3 workers that range over a ``jobs``
-channel and send a ``Result{JobID, Value, Error}`` to a ``results`` channel; a
-WaitGroup and a closer goroutine close ``results`` once every worker is done::
+The Go original ("Mastering Go Concurrency", the Worker Pool) starts workers that
+range over a ``jobs`` channel and send a ``Result{JobID, Value, Error}`` to a
+``results`` channel; a WaitGroup and a closer goroutine close ``results`` once every
+worker is done (3 workers and 9 jobs here, as in "Concurrency Patterns"; the other
+seeds' pools are the same program with other counts)::
 
     for w := 1; w <= numWorkers; w++ { wg.Add(1); go worker(w, jobs, results, &wg) }
     for j := 1; j <= numJobs; j++ { jobs <- Job{ID: j, Value: fmt.Sprintf("image%d.png", j)} }
@@ -10,15 +12,27 @@ WaitGroup and a closer goroutine close ``results`` once every worker is done::
     go func() { wg.Wait(); close(results) }()
     for result := range results { if result.Error != nil { ... } else { ... } }
 
-Here it is three ways:
+Here it is four ways:
 
 1. ``cf.WorkerPool.results``: one ``cf.Result`` per job, value or error, never an
    exception in flight; a flaky job is retried, a corrupt one fails for good.
 2. ``cf.WorkerPool.map``: values in input order, stopping at the first failure.
 3. The raw primitives, line for line the Go program: two ``cf.Channel``s, a
    ``cf.WaitGroup`` and a closer.
+4. JS2GO EP.41's version, which calls ``wg.Wait()`` *before* reading ``results``::
 
-Run it with ``.venv/bin/python examples/worker_pool.py`` (about half a second).
+       for j := 1; j <= 5; j++ { jobs <- j }
+       close(jobs)
+       wg.Wait()
+       close(results)
+       for r := range results { fmt.Println("Result:", r) }
+
+   That works only while ``results`` can hold every result (``make(chan int, 5)``
+   for 5 jobs); with a smaller buffer the workers block sending and Go stops with
+   "all goroutines are asleep - deadlock!". ``wg.wait(timeout=)`` notices instead of
+   hanging, and a closer thread lets the results drain.
+
+Run it with ``.venv/bin/python examples/worker_pool.py`` (about a second).
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ NUM_WORKERS = 3
 NUM_JOBS = 9
 CORRUPT = {4, 8}  # these images always fail
 FLAKY = {5}  # these fail once with a ConnectionError, then succeed when retried
+WAIT_BEFORE_READING = 0.3  # seconds section 4 waits for the workers before reading
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,44 @@ def with_raw_primitives() -> None:
     print_summary(collected)
 
 
+def wait_then_read(capacity: int) -> None:
+    """JS2GO EP.41's pool: 3 workers, jobs 1..5 doubled, ``results`` of ``capacity``."""
+    jobs: cf.Channel[int] = cf.Channel(5)
+    results: cf.Channel[int] = cf.Channel(capacity)
+    wg = cf.WaitGroup()
+
+    def worker(worker_id: int) -> None:
+        for job in jobs:
+            say(f"   Worker {worker_id} processing job {job}")
+            results.send(job * 2)
+
+    for worker_id in range(1, NUM_WORKERS + 1):
+        wg.go(worker, worker_id)
+    jobs.send_many(range(1, 6))
+    jobs.close()
+    if wg.wait(timeout=WAIT_BEFORE_READING):  # Go: wg.Wait()
+        results.close()
+        say(f"   results capacity {capacity}: the workers finished before anyone read")
+    else:
+        say(
+            f"   results capacity {capacity}: wg.wait({WAIT_BEFORE_READING}) timed out, "
+            f"{len(results)} results buffered, workers blocked sending (Go: deadlock)"
+        )
+
+        def closer() -> None:  # the fix: close results once the workers are done
+            wg.wait()
+            results.close()
+
+        cf.go(closer)
+    say(f"   Results: {sorted(results)}")
+
+
+def with_wait_before_reading() -> None:
+    say("4. JS2GO EP.41's pool: wg.Wait() before reading results, 5 jobs")
+    wait_then_read(capacity=5)
+    wait_then_read(capacity=2)
+
+
 def main() -> None:
     started = time.perf_counter()
     with_pool_results()
@@ -153,6 +206,8 @@ def main() -> None:
     say("")
     _failed_once.clear()  # make job 5 flaky again
     with_raw_primitives()
+    say("")
+    with_wait_before_reading()
     say(f"\nall done in {time.perf_counter() - started:.2f} s")
 
 

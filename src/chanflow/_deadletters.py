@@ -89,7 +89,9 @@ class ChannelSink(DeadLetterSink):
 
 
 class CallableSink(DeadLetterSink):
-    """Calls ``function(result)`` for each failed Result, in the worker that saw it fail.
+    """Calls ``function(result)`` for each failed Result, in the thread (or task) that
+    delivers results: the one running the pool's ``map``/``results`` loop, or a
+    pipeline stage's thread.
 
     It blocks for as long as the function runs, and whatever the function raises
     propagates to the caller of ``put``. In ``aput``, a coroutine function's result

@@ -1,4 +1,4 @@
-"""chanflow demo: the seeds' Go programs, built from chanflow's primitives.
+"""A tour of chanflow's primitives: the seeds' Go programs, one primitive after another.
 
 1. A worker pool: jobs channel -> 3 workers (WaitGroup) -> results channel, closed
    by a closer once the WaitGroup is done (the seeds' classic Go program).
@@ -9,7 +9,9 @@
 5. Programs 1-2 again as one WorkerPool call: bounded, rate-limited, retried, with
    failures as dead letters and a stats snapshot at the end.
 
-Run it with `make demo`.
+Each pattern has an example of its own (see docs/patterns.md); this one shows them
+side by side. Run it with `.venv/bin/python examples/primitives_tour.py` (about a
+second). `make demo` runs `chanflow demo` instead.
 """
 
 from __future__ import annotations
@@ -43,8 +45,12 @@ def worker_pool() -> None:
             jobs.send(job)
         jobs.close()
 
+    def closer() -> None:  # results end when the workers do
+        wg.wait()
+        results.close()
+
     cf.go(dispatch)
-    cf.go(lambda: (wg.wait(), results.close()))  # the closer: results end when workers do
+    cf.go(closer)
 
     started = time.monotonic()
     done = 0
