@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: test lint typecheck unit demo bench clean
 
@@ -14,6 +15,10 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
 	touch $@
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
@@ -32,8 +37,8 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+demo: $(DEMO_STAMP)
+	$(BIN)/chanflow demo
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run.py

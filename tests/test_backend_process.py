@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import multiprocessing
+import multiprocessing.context
 import os
 import random
 import signal
@@ -310,6 +312,29 @@ def test_an_initializer_failure_is_a_clear_error_not_a_hang() -> None:
         assert not result.ok
         assert "initializer failed" in str(result.error)
         assert "no model file" in str(result.error)
+
+
+class _ExhaustedProcess(multiprocessing.get_context("spawn").Process):  # type: ignore[misc,name-defined]
+    def start(self) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")  # fork's EAGAIN
+
+
+class _ExhaustedContext(multiprocessing.context.SpawnContext):
+    """A start method at the process limit: no worker process can start."""
+
+    Process = _ExhaustedProcess
+
+
+def test_a_worker_that_cannot_start_fails_its_jobs_clearly_not_a_hang() -> None:
+    start = time.monotonic()
+    with cf.WorkerPool(workers=2, backend="process", mp_context=_ExhaustedContext()) as pool:
+        results = list(pool.results(square, range(5)))
+    assert time.monotonic() - start < 10
+    assert sorted(result.index for result in results) == list(range(5))
+    for result in results:
+        assert isinstance(result.error, cf.WorkerCrashed)
+        assert "could not start a worker process" in str(result.error)
+        assert "Resource temporarily unavailable" in str(result.error)
 
 
 def test_max_jobs_per_worker_recycles_workers() -> None:

@@ -313,7 +313,10 @@ class _Slot:
             return
 
         def run() -> None:
-            self.spare = start()
+            try:
+                self.spare = start()
+            except (OSError, EOFError):
+                self.spare = None  # the slot's own start will meet and report the problem
 
         self._starter = threading.Thread(
             target=run, name=f"chanflow-process-spare-{next(_names)}", daemon=True
@@ -467,7 +470,7 @@ class ProcessBackend(Backend):
         abandon = lambda: call.cancelled  # noqa: E731
         try:
             worker = self._worker_for(slot, len(chunk), abandon)
-        except _InitFailed as error:
+        except (_InitFailed, WorkerCrashed) as error:
             self._fail_all(call, chunk, error)
             return
         except _Abandoned:
@@ -589,7 +592,13 @@ class ProcessBackend(Backend):
         if self._init_error is not None:
             raise self._init_error
         try:
-            return _Worker(self._context, self._initializer).wait_ready(abandon)
+            worker = _Worker(self._context, self._initializer)
+        except (OSError, EOFError) as error:
+            # No process could be started (fork's EAGAIN at a process limit, a forkserver
+            # gone at Ctrl-C): the chunk fails, and the next chunk tries again.
+            raise WorkerCrashed(f"could not start a worker process: {error!r}") from None
+        try:
+            return worker.wait_ready(abandon)
         except _InitFailed as error:
             self._init_error = error
             raise

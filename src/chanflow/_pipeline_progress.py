@@ -62,3 +62,5 @@ class PipelineProgress:
         self._thread.join()
         self._live.update(progress_table(self._run.report()), refresh=True)
         self._live.stop()
+        if not self._live.console.is_terminal:
+            self._live.console.line()  # rich leaves the last frame without its newline there

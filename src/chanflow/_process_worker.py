@@ -271,7 +271,7 @@ def worker_main(conn: Connection, lifeline: Connection, progress: Any, initializ
     while True:
         try:
             message = cloudpickle.loads(conn.recv_bytes())
-        except EOFError:
+        except (EOFError, OSError):  # the parent has gone (closed, or reset by its death)
             return
         kind = message[0]
         if kind == "run":
