@@ -29,25 +29,22 @@ THUMBNAIL = (256, 192)
 
 
 @dataclass(frozen=True)
-class Download:
-    """A fetched image: its id and its JPEG bytes (kept out of the repr a dead letter shows)."""
+class _EncodedImage:
+    """An image's id and its JPEG bytes (kept out of the repr a dead letter shows)."""
 
     image_id: int
     data: bytes = field(repr=False)
 
     def __repr__(self) -> str:
-        return f"Download(image {self.image_id}, {len(self.data)} bytes)"
+        return f"{type(self).__name__}(image {self.image_id}, {len(self.data)} bytes)"
 
 
-@dataclass(frozen=True)
-class Thumbnail:
-    """A resized image, encoded as JPEG."""
+class Download(_EncodedImage):
+    """A fetched image."""
 
-    image_id: int
-    data: bytes = field(repr=False)
 
-    def __repr__(self) -> str:
-        return f"Thumbnail(image {self.image_id}, {len(self.data)} bytes)"
+class Thumbnail(_EncodedImage):
+    """A resized image."""
 
 
 @functools.lru_cache(maxsize=1)
