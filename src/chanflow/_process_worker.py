@@ -36,6 +36,7 @@ from typing import Any
 import cloudpickle
 
 from ._context import Context, background
+from ._exceptions import JobTimeout
 from ._sync import is_async_callable
 
 __all__ = ["KNOWN_FUNCTIONS", "JobScope", "job_context", "worker_main", "worker_state_dict"]
@@ -90,6 +91,19 @@ class JobScope:
 
     def end_chunk(self) -> None:
         self.running = False
+
+    def past_deadline(self) -> bool:
+        """Whether the running job's attempt has reached its timeout.
+
+        A job that watches its Context ends when the deadline passes, here, maybe
+        before the parent's timer marks the attempt timed out; the attempt is a timeout
+        all the same, as on the other backends, where the timer decides first.
+        """
+        timeout = self._timeout
+        return timeout is not None and time.monotonic() >= self._started + timeout
+
+    def timeout_error(self) -> JobTimeout:
+        return JobTimeout(f"the job ran over {self._timeout} s in its worker process")
 
     def context(self) -> Context:
         with self._lock:
@@ -207,6 +221,9 @@ def _run(
                 append(None)
                 failures[len(values) - 1] = _failure(error)
             if scope._context is not None:  # the job asked for its Context (rare: ~20 ns)
+                if scope.past_deadline() and len(values) - 1 not in failures:
+                    values[-1] = None
+                    failures[len(values) - 1] = _failure(scope.timeout_error())
                 scope.end_job()
             if now() >= flush_at:
                 conn.send_bytes(_encode_outcomes("part", failures, values, 0.0))
