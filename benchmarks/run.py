@@ -1,12 +1,15 @@
 """Run chanflow's benchmarks and print the machine, tables and the targets.
 
-Four sections: ``channel`` (handoffs through channels, bench_channel.py),
+Five sections: ``channel`` (handoffs through channels, bench_channel.py),
 ``pool`` (the worker pool on threads and asyncio, bench_pool.py), ``process``
-(the process backend, bench_process.py) and ``pipeline`` (multi-stage flows,
-bench_pipeline.py). Usage::
+(the process backend, bench_process.py), ``pipeline`` (multi-stage flows,
+bench_pipeline.py) and ``dask`` (the Dask backend against Dask's own client.map,
+bench_dask.py; only with ``--only dask``, and skipped when distributed is missing).
+Usage::
 
     .venv/bin/python benchmarks/run.py               # every section, about 8 minutes on 2 cores
-    .venv/bin/python benchmarks/run.py --only pool   # one section: channel, pool, process, pipeline
+    .venv/bin/python benchmarks/run.py --only pool   # one section (channel, pool, process...)
+    .venv/bin/python benchmarks/run.py --only dask   # the Dask section, never run by default
     .venv/bin/python benchmarks/run.py --quick       # small counts: a smoke test, seconds
     .venv/bin/python benchmarks/run.py --rounds 7    # more rounds, steadier medians
 
@@ -64,7 +67,7 @@ from bench_process import (
 QUICK_SCALE = 0.05
 QUICK_ROUNDS = 2
 FULL_ROUNDS = 7
-SECTIONS = ("channel", "pool", "process", "pipeline")
+SECTIONS = ("channel", "pool", "process", "pipeline", "dask")
 
 
 def cpu_model() -> str:
@@ -302,6 +305,21 @@ def run_pipeline(args: argparse.Namespace, rounds: int, scale: float, mode: str)
         print("\n".join(sample_lines(scenarios, results)))
 
 
+def run_dask(args: argparse.Namespace, rounds: int, scale: float, mode: str) -> None:
+    """The Dask section: overhead and throughput on clusters of 1, 2 and 4 workers."""
+    try:
+        from bench_dask import dask_lines, measure_dask
+    except ImportError as error:  # distributed is an optional extra
+        print(f"\n== dask backend: skipped ({error})")
+        return
+    print(f"distributed: {_version('distributed')}")
+    print(f"\n== dask backend: {mode} run, {rounds} interleaved rounds per cluster...", flush=True)
+    started = time.perf_counter()
+    measured = measure_dask(rounds, scale, _progress)
+    print(f"measured in {time.perf_counter() - started:.0f} s\n")
+    print("\n".join(dask_lines(measured)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else FULL_ROUNDS)
@@ -316,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         run_process(args, rounds, scale, mode)
     if args.only in (None, "pipeline"):
         run_pipeline(args, rounds, scale, mode)
+    if args.only == "dask":  # minutes of clusters starting: only when asked for
+        run_dask(args, rounds, scale, mode)
     return 0
 
 

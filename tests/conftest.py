@@ -1,12 +1,20 @@
-"""Shared fixtures: every test is checked for library threads it left behind."""
+"""Shared fixtures: every test is checked for library threads it left behind.
+
+Tests of the Dask backend share one LocalCluster for the whole session (see
+``dask_client``); a test parametrised with the Dask backend of pool_helpers gets it
+started by ``_dask_cluster_for_dask_backend_tests``.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+
+from pool_helpers import DASK_THREADS_PER_WORKER, DASK_WORKERS
 
 # Threads that may legitimately outlive a test: go()/wg.go() threads may still be
 # running the caller's own function, and the shared timer thread exits when idle.
@@ -33,3 +41,38 @@ def no_leaked_library_threads() -> Iterator[None]:
         time.sleep(0.01)
         leaked = [t for t in library_threads() if t not in before and t.is_alive()]
     assert not leaked, f"library threads outlived the test: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    """A ``distributed.Client`` to a LocalCluster of worker processes, the current client.
+
+    ``backend="dask"`` finds it through ``distributed.get_client()``. A task that has
+    killed 2 workers (not Dask's default of 4) fails with KilledWorker: the tests of
+    worker loss stay quick, and one killed worker still only reschedules its tasks.
+    Started the first time a test asks for it (about a second), closed at the end.
+    """
+    dask = pytest.importorskip("dask")
+    distributed = pytest.importorskip("distributed")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = distributed.LocalCluster(
+            n_workers=DASK_WORKERS,
+            threads_per_worker=DASK_THREADS_PER_WORKER,
+            processes=True,
+            dashboard_address=":0",
+        )
+    client = distributed.Client(cluster)  # the default client from now on
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.fixture(autouse=True)
+def _dask_cluster_for_dask_backend_tests(request: pytest.FixtureRequest) -> None:
+    """Start the session's Dask cluster before a test parametrised with the Dask backend."""
+    callspec = getattr(request.node, "callspec", None)
+    params = callspec.params.values() if callspec is not None else ()
+    if any(getattr(value, "name", value) == "dask" for value in params):
+        request.getfixturevalue("dask_client")

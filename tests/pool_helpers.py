@@ -25,6 +25,7 @@ left, that no asyncio task outlives it.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import inspect
 import itertools
 import threading
@@ -40,6 +41,8 @@ from probes import LOCAL, SHARED, Flag, Log, Meter, Probes
 
 __all__ = [
     "BACKENDS",
+    "DASK_THREADS_PER_WORKER",
+    "DASK_WORKERS",
     "DEFAULT_WORKERS",
     "STOP",
     "STYLES",
@@ -63,6 +66,10 @@ __all__ = [
 
 Body = Callable[..., Any]
 DEFAULT_WORKERS = 4
+# The Dask test cluster (conftest.dask_client): 2 worker processes of 2 threads each, so
+# that the suite's DEFAULT_WORKERS can all run at once.
+DASK_WORKERS = 2
+DASK_THREADS_PER_WORKER = 2
 
 # -- waits a body can yield -----------------------------------------------------------------
 
@@ -226,6 +233,14 @@ BACKENDS = (
     Backend("async", async_job, timed_out_jobs="cancelled", probes=LOCAL),
     Backend("process", thread_job, timed_out_jobs="killed", probes=SHARED, buffer_per_worker=1024),
 )
+# On Dask (the session's LocalCluster, see conftest.dask_client: the current client, which
+# backend="dask" uses) a timed-out job is abandoned on its worker and runs on, like a thread.
+if importlib.util.find_spec("distributed") is not None:
+    BACKENDS += (
+        Backend(
+            "dask", thread_job, timed_out_jobs="runs on", probes=SHARED, buffer_per_worker=1024
+        ),
+    )
 
 # -- probes ---------------------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ import chanflow as cf
 from helpers import wait_until
 from pool_helpers import (
     BACKENDS,
+    DASK_THREADS_PER_WORKER,
+    DASK_WORKERS,
     DEFAULT_WORKERS,
     STOP,
     STYLES,
@@ -55,7 +57,7 @@ from pool_helpers import (
     WaitCancelled,
     WaitEvent,
 )
-from probes import Log
+from probes import LOCAL, Log
 
 each_backend_and_style = pytest.mark.parametrize(
     ("backend", "style"),
@@ -691,7 +693,7 @@ def test_current_context_is_cancelled_when_the_attempt_times_out(
 ) -> None:
     assert cf.current_context() is cf.background()
     contexts: list[cf.Context] = []  # read by the test where jobs run in its process
-    time_left, ended = backend.log(), backend.log()
+    time_left, ended, saw_cancel = backend.log(), backend.log(), backend.log()
 
     def cooperative(job: int) -> Steps:
         context = cf.current_context()
@@ -700,7 +702,9 @@ def test_current_context_is_cancelled_when_the_attempt_times_out(
         contexts.append(context)
         time_left.append(context.deadline - time.monotonic())
         try:
-            return (yield WaitCancelled(5.0))
+            cancelled = yield WaitCancelled(5.0)
+            saw_cancel.append(cancelled)
+            return cancelled
         finally:
             ended.append(job)
 
@@ -712,8 +716,10 @@ def test_current_context_is_cancelled_when_the_attempt_times_out(
     assert -0.5 < time_left[0] <= 0.05, time_left[0]
     if backend.timed_out_jobs == "killed":
         return  # the job ended with its process: nothing in it could see the cancel
-    wait_until(lambda: contexts[0].cancelled, PROMPT)
+    if backend.probes is LOCAL:  # the job ran here: its very Context object is at hand
+        wait_until(lambda: contexts[0].cancelled, PROMPT)
     wait_until(lambda: len(ended) == 1, PROMPT)
+    assert saw_cancel == [True], "the job ended without its context cancelled"
     assert time.monotonic() - start < PROMPT
 
 
@@ -1020,7 +1026,10 @@ def test_workers_bound_concurrency_and_all_are_used(backend: Backend, style: Sty
 @each_backend
 def test_default_workers(backend: Backend) -> None:
     cpus = os.cpu_count() or 1
-    workers = {"thread": min(32, cpus + 4), "async": 100, "process": cpus}[backend.name]
+    if backend.name == "dask":  # the cluster's thread count (the session's LocalCluster)
+        workers = DASK_WORKERS * DASK_THREADS_PER_WORKER
+    else:
+        workers = {"thread": min(32, cpus + 4), "async": 100, "process": cpus}[backend.name]
     meter = backend.meter()
     rendezvous = backend.rendezvous(workers)
 
@@ -1053,6 +1062,10 @@ def test_where_jobs_run(backend: Backend, style: Style) -> None:
     if backend.name == "process":
         assert os.getpid() not in pids, "process jobs should run in worker processes"
         assert len(pids) <= DEFAULT_WORKERS
+    elif backend.name == "dask":
+        assert os.getpid() not in pids, "Dask jobs should run in the cluster's worker processes"
+        assert len(pids) <= DASK_WORKERS
+        assert all("Dask-" in name for name in names), names
     elif backend.name == "async" and style.name == "async":
         assert names == {"test-consumer-loop"}, "async jobs should run on the caller's loop"
     else:
@@ -1325,7 +1338,9 @@ async def amain():
             pass
 
 if sys.argv[1] != "async":
-    with cf.WorkerPool(workers=4, backend=sys.argv[1]) as pool:
+    # On Dask: the test session's cluster, whose scheduler address is argv[2].
+    backend = cf.DaskBackend(sys.argv[2]) if sys.argv[1] == "dask" else sys.argv[1]
+    with cf.WorkerPool(workers=4, backend=backend) as pool:
         print("running", flush=True)
         for _ in pool.map(cooperative, itertools.count()):
             pass
@@ -1337,8 +1352,13 @@ else:
 
 @each_backend
 def test_ctrl_c_stops_a_running_map_promptly(backend: Backend) -> None:
+    arguments = [backend.name]
+    if backend.name == "dask":
+        import distributed
+
+        arguments.append(distributed.get_client().scheduler.address)
     child = subprocess.Popen(
-        [sys.executable, "-c", _INTERRUPTED_RUN, backend.name],
+        [sys.executable, "-c", _INTERRUPTED_RUN, *arguments],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -1354,3 +1374,11 @@ def test_ctrl_c_stops_a_running_map_promptly(backend: Backend) -> None:
         child.wait()
     assert child.returncode != 0
     assert "KeyboardInterrupt" in stderr, stderr
+    if backend.name == "dask":  # the jobs on the shared cluster saw their cancel and ended
+        import distributed
+
+        def tasks(dask_scheduler: Any) -> int:
+            return sum(str(key).startswith("chanflow-") for key in dask_scheduler.tasks)
+
+        client = distributed.get_client()
+        wait_until(lambda: client.run_on_scheduler(tasks) == 0, PROMPT)

@@ -17,6 +17,7 @@ EXPECTED = {
     "Channel",
     "ChannelClosed",
     "Context",
+    "DaskBackend",
     "DeadlineExceeded",
     "Group",
     "JobTimeout",
@@ -101,6 +102,26 @@ def test_importing_chanflow_starts_no_thread_and_needs_no_dependency() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert "chanflow" in out.stdout
+
+
+_NO_DASK = """
+import sys
+import chanflow as cf
+
+cf.WorkerPool(backend="thread").close()
+try:  # a Dask pool imports Dask only once it runs a job
+    cf.WorkerPool(backend=cf.DaskBackend("tcp://127.0.0.1:1")).close()
+    cf.WorkerPool(backend="dask").close()
+except ImportError:  # distributed is not installed: the extra's hint
+    pass
+imported = sorted(m for m in sys.modules if m.split(".")[0] in ("dask", "distributed"))
+assert not imported, imported
+"""
+
+
+def test_importing_chanflow_never_imports_dask() -> None:
+    done = subprocess.run([sys.executable, "-c", _NO_DASK], capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
 
 
 def test_channel_is_generic_for_type_checkers() -> None:

@@ -12,6 +12,7 @@ a worker pool with backpressure, retries, timeouts, rate limits and dead letters
 """
 
 from ._backend import current_context, worker_state
+from ._backend_dask import DaskBackend
 from ._channel import Channel
 from ._combine import merge, tee
 from ._context import Context, background
@@ -47,6 +48,7 @@ __all__ = [
     "Channel",
     "ChannelClosed",
     "Context",
+    "DaskBackend",
     "DeadlineExceeded",
     "Group",
     "JobTimeout",

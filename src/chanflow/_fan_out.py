@@ -14,6 +14,7 @@ import os
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any, TypeVar, overload
 
+from ._backend_dask import DaskBackend
 from ._pool import WorkerPool, _check_backend, _positive_int_or_none, resolve_kind
 from ._result import Result
 
@@ -58,14 +59,18 @@ def fan_out(
     fn: Callable[[T], Awaitable[R]],
     items: Iterable[T],
     *,
-    backend: str = "auto",
+    backend: str | DaskBackend = "auto",
     limit: int | None = None,
 ) -> list[Result[R]]: ...
 
 
 @overload
 def fan_out(
-    fn: Callable[[T], R], items: Iterable[T], *, backend: str = "auto", limit: int | None = None
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    backend: str | DaskBackend = "auto",
+    limit: int | None = None,
 ) -> list[Result[R]]: ...
 
 
@@ -73,7 +78,7 @@ def fan_out(
     fn: Callable[[Any], Any],
     items: Iterable[Any],
     *,
-    backend: str = "auto",
+    backend: str | DaskBackend = "auto",
     limit: int | None = None,
 ) -> list[Result[Any]]:
     """Run ``fn(item)`` for every item at once; return one :class:`Result` per item, in order.
@@ -85,7 +90,8 @@ def fan_out(
     ``error`` with its ``traceback``; a failing job never makes this raise.
 
     ``backend`` as for WorkerPool: ``"auto"`` (coroutine functions on asyncio,
-    everything else on threads), ``"thread"``, ``"async"`` or ``"process"``.
+    everything else on threads), ``"thread"``, ``"async"``, ``"process"``, ``"dask"``
+    or a :class:`DaskBackend` (every job a Dask task of its own).
     ``limit`` caps how many jobs run at once; None means one per item, at most
     ``MAX_THREADS`` (100) threads, or ``os.cpu_count()`` processes (async tasks are
     not capped). A coroutine function runs on an event loop thread the call owns: in
@@ -110,7 +116,8 @@ def fan_out(
     jobs = _materialise(items, "fan_out")
     if not jobs:
         return []
-    with WorkerPool(workers=_workers(kind, len(jobs), limit), backend=kind) as pool:
+    pool_backend = backend if isinstance(backend, DaskBackend) else kind
+    with WorkerPool(workers=_workers(kind, len(jobs), limit), backend=pool_backend) as pool:
         return list(pool.results(fn, jobs, ordered=True, buffer=len(jobs), chunksize=1))
 
 
@@ -119,7 +126,7 @@ async def afan_out(
     fn: Callable[[T], Awaitable[R]],
     items: Iterable[T] | AsyncIterable[T],
     *,
-    backend: str = "auto",
+    backend: str | DaskBackend = "auto",
     limit: int | None = None,
 ) -> list[Result[R]]: ...
 
@@ -129,7 +136,7 @@ async def afan_out(
     fn: Callable[[T], R],
     items: Iterable[T] | AsyncIterable[T],
     *,
-    backend: str = "auto",
+    backend: str | DaskBackend = "auto",
     limit: int | None = None,
 ) -> list[Result[R]]: ...
 
@@ -138,7 +145,7 @@ async def afan_out(
     fn: Callable[[Any], Any],
     items: Iterable[Any] | AsyncIterable[Any],
     *,
-    backend: str = "auto",
+    backend: str | DaskBackend = "auto",
     limit: int | None = None,
 ) -> list[Result[Any]]:
     """Async twin of :func:`fan_out`, for a coroutine on a running event loop.
@@ -160,6 +167,7 @@ async def afan_out(
         jobs = _materialise(items, "afan_out")
     if not jobs:
         return []
-    async with WorkerPool(workers=_workers(kind, len(jobs), limit), backend=kind) as pool:
+    pool_backend = backend if isinstance(backend, DaskBackend) else kind
+    async with WorkerPool(workers=_workers(kind, len(jobs), limit), backend=pool_backend) as pool:
         results = pool.aresults(fn, jobs, ordered=True, buffer=len(jobs), chunksize=1)
         return [result async for result in results]

@@ -191,14 +191,16 @@ class Pipeline(Generic[T]):
         """Add a stage that runs ``fn(item)`` on a :class:`WorkerPool` of its own.
 
         ``options`` are the WorkerPool's: ``workers``, ``backend`` (``"auto"``,
-        ``"thread"``, ``"async"``, ``"process"``), ``retries``, ``retry_on``,
-        ``backoff``, ``timeout``, ``rate``, ``chunksize``, the process settings, and
-        ``ordered`` (default True: items leave the stage in the order they came).
-        ``buffer``: the most items the stage holds (its input link, its jobs, its
-        output link); default ``max(256, 2 * workers)``, or the process pool's
-        default. ``on_error``: ``"raise"`` (stop the flow, raise the error with the
-        stage named in a note), ``"skip"`` or ``"dead_letter"``. Settings are checked
-        here: TypeError/ValueError name the bad one.
+        ``"thread"``, ``"async"``, ``"process"``, ``"dask"`` or a ``DaskBackend``),
+        ``retries``, ``retry_on``, ``backoff``, ``timeout``, ``rate``, ``chunksize``,
+        the process settings, and ``ordered`` (default True: items leave the stage in
+        the order they came). ``buffer``: the most items the stage holds (its input
+        link, its jobs, its output link); default ``max(256, 2 * workers)``, or
+        ``1024 * workers`` on processes and Dask (where ``workers`` defaults to this
+        machine's CPU count: give a larger cluster's thread count, or a buffer).
+        ``on_error``: ``"raise"`` (stop the flow, raise the error with the stage named
+        in a note), ``"skip"`` or ``"dead_letter"``. Settings are checked here:
+        TypeError/ValueError name the bad one.
         """
         return self._with(
             self._function_stage(
@@ -465,7 +467,7 @@ def _workers_of(pool: WorkerPool, fn: object) -> int:
 
 
 def _default_buffer(kind: str, fn: object, workers: int) -> int:
-    if kind == "process":
+    if kind in ("process", "dask"):
         return 1024 * workers
     return max(_MIN_BUFFER, 2 * workers)
 

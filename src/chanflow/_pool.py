@@ -7,9 +7,10 @@ hands new jobs to the backend in chunks, and waits on the call's outcome channel
 No feeder thread exists, so a consumer that stops reading stops the input, and
 breaking out of the loop (which closes the generator) ends the call at once.
 
-A backend (``_backend_thread``, ``_backend_async``; later processes and Dask) only
-runs attempts; retries, timeouts' meaning, dead letters, statistics and ordering
-live here and in ``_backend.Call``, so every backend behaves the same.
+A backend (``_backend_thread``, ``_backend_async``, ``_backend_process``,
+``_backend_dask``) only runs attempts; retries, timeouts' meaning, dead letters,
+statistics and ordering live here and in ``_backend.Call``, so every backend behaves
+the same.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 
 from ._backend import Backend, Call, Job, Outcome, Returned
 from ._backend_async import AsyncBackend, LoopThread
+from ._backend_dask import DaskBackend, DaskRunner
 from ._backend_process import ProcessBackend
 from ._backend_thread import ThreadBackend
 from ._channel import Channel
@@ -73,7 +75,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
 
-BACKENDS = ("auto", "thread", "async", "process")
+BACKENDS = ("auto", "thread", "async", "process", "dask")
 # How often a consumer waiting for outcomes checks that its call was not cancelled
 # from elsewhere (the pool left by another thread while this one was reading).
 _LIVENESS_SECONDS = 0.5
@@ -124,7 +126,9 @@ class LiveInput(ABC):
 def _default_workers(kind: str) -> int:
     if kind == "async":
         return 100
-    if kind == "process":
+    if kind in ("process", "dask"):
+        # For Dask a guess made without asking the cluster (pipelines size a stage's
+        # buffer with it); a pool uses the cluster's thread count.
         return os.cpu_count() or 1
     return min(32, (os.cpu_count() or 1) + 4)
 
@@ -146,9 +150,13 @@ def _refuse_process_options(options: dict[str, Any]) -> None:
 
 
 def _check_backend(backend: object) -> str:
+    """The kind of backend: one of BACKENDS ("dask" for a DaskBackend)."""
+    if isinstance(backend, DaskBackend):
+        return "dask"
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(
-            f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}"
+            f"backend must be one of {', '.join(map(repr, BACKENDS))} or a DaskBackend, "
+            f"not {backend!r}"
         )
     return backend
 
@@ -526,22 +534,25 @@ class WorkerPool:
       loop for ``amap``/``aresults``, else a ``chanflow-loop`` thread the pool owns),
       ``"process"`` (any function, lambdas and closures too, in worker processes, one
       job at a time each; a coroutine function runs on the worker's own event loop:
-      see ``_backend_process``), or ``"auto"``: coroutine functions on asyncio,
-      everything else on threads.
+      see ``_backend_process``), ``"dask"`` or a :class:`DaskBackend` (any function,
+      as tasks on a Dask distributed cluster: the current client's, or a
+      LocalCluster the pool starts and closes; see ``_backend_dask``), or
+      ``"auto"``: coroutine functions on asyncio, everything else on threads.
     * ``workers``: how many jobs run at once per backend; default
-      ``min(32, os.cpu_count() + 4)`` threads, 100 async workers, or
-      ``os.cpu_count()`` processes.
+      ``min(32, os.cpu_count() + 4)`` threads, 100 async workers,
+      ``os.cpu_count()`` processes, or the Dask cluster's thread count (read when
+      the pool first runs a job; on Dask, ``workers`` counts chunks running at once).
     * ``mp_context``, ``initializer``, ``initargs``, ``max_jobs_per_worker``: for the
       process backend: the start method (default ``"forkserver"`` on Linux), a
       function run once in each worker (``cf.worker_state()`` is the per-worker dict
       to fill), and how many jobs a worker runs before it is replaced.
     * ``buffer``: at most this many jobs are taken from the input and not yet handed
-      to the consumer (default ``2 * workers``; ``1024 * workers`` on processes,
-      whose chunks must be large), so memory stays flat on an endless input and a
+      to the consumer (default ``2 * workers``; ``1024 * workers`` on processes and
+      Dask, whose chunks must be large), so memory stays flat on an endless input and a
       consumer that stops reading stops the input.
     * ``chunksize``: jobs handed to a worker at a time. By default the pool measures
       job durations and picks it (about 200 us of work per chunk on threads and
-      asyncio, 20 ms on processes); a number fixes it.
+      asyncio, 20 ms on processes, 50 ms on Dask); a number fixes it.
     * ``retries``/``retry_on``/``backoff``: failed attempts raising an instance of
       ``retry_on`` run again, up to ``retries`` more times, after
       ``backoff`` (a :class:`Backoff`, exponential with full jitter, or a callable
@@ -571,7 +582,7 @@ class WorkerPool:
     def __init__(
         self,
         workers: int | None = None,
-        backend: str = "auto",
+        backend: str | DaskBackend = "auto",
         *,
         buffer: int | None = None,
         chunksize: int | None = None,
@@ -602,6 +613,13 @@ class WorkerPool:
             self._process_backend = ProcessBackend(workers, **process_options)
         else:
             _refuse_process_options(process_options)
+        # A Dask pool connects (or starts a LocalCluster) when it first runs a job.
+        self._dask: DaskBackend | None = None
+        self._dask_runner: DaskRunner | None = None
+        if isinstance(backend, DaskBackend):
+            self._dask = backend
+        elif self._kind == "dask":
+            self._dask = DaskBackend()
         self._settings = _Settings(
             buffer=_positive_int_or_none(buffer, "buffer"),
             chunksize=_positive_int_or_none(chunksize, "chunksize"),
@@ -640,6 +658,8 @@ class WorkerPool:
                 return self._thread_locked()
             if kind == "process":
                 return self._process_locked()
+            if kind == "dask":
+                return self._dask_locked()
             return self._async_locked(loop)
 
     def _thread_locked(self) -> ThreadBackend:
@@ -650,6 +670,12 @@ class WorkerPool:
     def _process_locked(self) -> ProcessBackend:
         assert self._process_backend is not None, "made in __init__ for backend='process'"
         return self._process_backend
+
+    def _dask_locked(self) -> DaskRunner:
+        if self._dask_runner is None:
+            assert self._dask is not None, "made in __init__ for a Dask pool"
+            self._dask_runner = DaskRunner(self._dask, self._workers)  # connects: blocks
+        return self._dask_runner
 
     def _async_locked(self, loop: asyncio.AbstractEventLoop | None) -> AsyncBackend:
         if loop is None:
@@ -1051,6 +1077,8 @@ class WorkerPool:
             self._thread_backend.close()
         if self._process_backend is not None:
             self._process_backend.close()
+        if self._dask_runner is not None:
+            self._dask_runner.close()
         for backend_loop, backend in self._async_backends.items():
             if backend_loop is not loop:
                 backend.close()
