@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -215,6 +216,38 @@ def test_a_closed_output_pipe_stops_the_run_with_one_line(here: Path) -> None:
     assert stderr.strip().splitlines() == [
         "chanflow: stopped: cannot write the output: Broken pipe"
     ]
+
+
+def test_jobs_and_commands_run_on_a_dask_cluster(here: Path, dask_client: Any) -> None:
+    on_dask = ["run", "--backend", "dask", "--scheduler", dask_client.scheduler.address]
+    called = chanflow(*on_dask, "--call", "clijobs:square", "--keep-order", "in.txt", cwd=here)
+    commands = chanflow(*on_dask, "--keep-order", "--", "echo", "{#}", cwd=here, stdin="a\nb\n")
+
+    assert called.returncode == 1, called.stderr
+    out = records(called.stdout)
+    assert [r["index"] for r in out] == list(range(20))
+    assert [r.get("value") for r in out] == [None if n in UNLUCKY else n * n for n in range(1, 21)]
+    assert commands.returncode == 0, commands.stderr
+    assert [r["value"] for r in records(commands.stdout)] == ["1\n", "2\n"]
+
+
+def test_an_unreachable_dask_scheduler_is_one_clear_line(here: Path) -> None:
+    with socket.socket() as unused:  # bound, not listening: connections are refused
+        unused.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{unused.getsockname()[1]}"
+        done = chanflow(
+            "run",
+            "--backend",
+            "dask",
+            "--scheduler",
+            address,
+            "--call",
+            "clijobs:square",
+            "in.txt",
+            cwd=here,
+        )
+
+    assert_one_clear_line(done, f"cannot reach the Dask scheduler at {address}")
 
 
 # --- commands ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import shlex
+import socket
 import sys
 import threading
 import time
@@ -17,10 +18,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NoReturn
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
 
+from .._backend_dask import DaskBackend
 from .._pool import WorkerPool
 from .._rate import RateLimiter
 from .._result import Result
@@ -36,6 +39,7 @@ from ._targets import (
     call_runner,
     is_async,
     load_callable,
+    send_by_value_if_local,
 )
 
 __all__ = ["run"]
@@ -65,6 +69,10 @@ class InputChanged(Exception):
     """The input differs from the one the journal was written for."""
 
 
+class InputFailed(Exception):
+    """Reading the input failed part-way (the message has the OSError's)."""
+
+
 @dataclass
 class RunSettings:
     """The options of one ``chanflow run``, as given."""
@@ -76,6 +84,7 @@ class RunSettings:
     jsonl: bool
     workers: int | None
     backend: str | None
+    scheduler: str | None
     rate: str | None
     retries: int
     timeout: float | None
@@ -131,8 +140,13 @@ class Tally:
 )
 @click.option(
     "--backend",
-    type=click.Choice(["thread", "process", "async"]),
-    help="Where --call runs [default: async for async functions, else thread].",
+    type=click.Choice(["thread", "process", "async", "dask"]),
+    help="Where jobs run [default: async for async functions, else thread].",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="The Dask scheduler for --backend dask, e.g. tcp://host:8786 [default: a local cluster].",
 )
 @click.option("--rate", metavar="N/UNIT", help="At most this many job starts, e.g. 50/s, 600/min.")
 @click.option(
@@ -215,8 +229,10 @@ def check_usage(settings: RunSettings) -> None:
             "nothing to run: give --call MODULE:FUNCTION, or a command after -- "
             "(chanflow run --help shows both)"
         )
-    if settings.command and settings.backend not in (None, "thread"):
-        raise UsageProblem("commands run on threads; --backend applies to --call")
+    if settings.command and settings.backend not in (None, "thread", "dask"):
+        raise UsageProblem("commands run on threads (or on Dask workers with --backend dask)")
+    if settings.scheduler is not None and settings.backend != "dask":
+        raise UsageProblem("--scheduler applies to --backend dask")
     if settings.shell and not settings.command:
         raise UsageProblem("--shell applies to a command given after --")
     if settings.resume and settings.journal is None:
@@ -253,8 +269,10 @@ def execute(settings: RunSettings) -> int:
             stop_at_once()
         except OutputFailed as error:
             return stop_for_output(error)
-        except OSError as error:  # the input failed while being read
+        except InputFailed as error:
             raise UsageProblem(f"reading input: {error}") from None
+        except OSError as error:  # the backend's (a Dask scheduler gone, say)
+            raise UsageProblem(str(error)) from None
     recorder.finish()
     if journal is not None:
         journal.close()
@@ -286,7 +304,7 @@ def stop_for_output(error: OutputFailed) -> int:
 def consume(
     settings: RunSettings,
     job_function: Callable[[Job], Any],
-    backend: str,
+    backend: str | DaskBackend,
     jobs: Iterator[Job],
     recorder: Recorder,
     tally: Tally,
@@ -338,8 +356,10 @@ def record_result(result: Result[Any], recorder: Recorder, tally: Tally) -> bool
 
 def make_job_function(
     settings: RunSettings, stop: threading.Event
-) -> tuple[Callable[[Job], Any], str, Callable[[], None]]:
+) -> tuple[Callable[[Job], Any], str | DaskBackend, Callable[[], None]]:
     """The job function, the backend it runs on, and what kills its work at once."""
+    if settings.backend == "dask":
+        return _dask_function(settings, stop)
     if settings.command:
         runner = CommandRunner(
             settings.command, shell=settings.shell, timeout=settings.timeout, stop=stop
@@ -372,6 +392,56 @@ def _call_function(
     if backend == "process":
         return call_runner(ImportedCallable(settings.call, os.getcwd()), None), backend, _nothing
     return call_runner(target, stop), backend, _nothing
+
+
+def _dask_function(
+    settings: RunSettings, stop: threading.Event
+) -> tuple[Callable[[Job], Any], DaskBackend, Callable[[], None]]:
+    """A job function that travels to Dask workers, and the backend for ``--scheduler``.
+
+    A function from a module outside the installed packages (a script beside the
+    input, say) travels by value, since the workers cannot import it; an installed
+    one by name, as Dask does.
+    """
+    if settings.command:
+        function: Callable[[Job], Any] = CommandRunner(
+            settings.command, shell=settings.shell, timeout=settings.timeout, stop=stop
+        )
+    else:
+        assert settings.call is not None
+        try:
+            target = load_callable(settings.call)
+        except TargetError as error:
+            raise UsageProblem(str(error)) from None
+        if is_async(target):
+            raise UsageProblem(
+                f"--backend dask needs a plain (not async) function; {settings.call} is async"
+            )
+        send_by_value_if_local(target)
+        function = call_runner(target, None)
+    try:
+        backend = DaskBackend(settings.scheduler)
+    except (ImportError, ValueError) as error:
+        raise UsageProblem(str(error)) from None
+    if settings.scheduler is not None:
+        check_reachable(settings.scheduler)
+    return function, backend, _nothing
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail now, in one line, if nothing listens at a ``tcp://host:port`` scheduler.
+
+    (Dask itself would try for 30 s, then fail deep inside the run.)
+    """
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme != "tcp" or parts.hostname is None or parts.port is None:
+        return
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=timeout).close()
+    except OSError as error:
+        raise UsageProblem(
+            f"cannot reach the Dask scheduler at {address}: {error.strerror or error}"
+        ) from None
 
 
 def _nothing() -> None:
@@ -433,10 +503,13 @@ def skip_finished(jobs: Iterator[Job], finished: dict[int, str]) -> Iterator[Job
 
 
 def _until(switch: StopSwitch, jobs: Iterator[Job]) -> Iterator[Job]:
-    for job in jobs:
-        if switch.requested.is_set():
-            return  # and jobs taken but not started return NotStarted
-        yield job
+    try:
+        for job in jobs:
+            if switch.requested.is_set():
+                return  # and jobs taken but not started return NotStarted
+            yield job
+    except OSError as error:
+        raise InputFailed(error.strerror or str(error)) from error
 
 
 def open_recorder(settings: RunSettings, journal: Journal | None) -> Recorder:

@@ -107,6 +107,23 @@ class ImportedCallable:
         return {"spec": self.spec, "directory": self.directory, "_target": None}
 
 
+def send_by_value_if_local(target: Callable[..., Any]) -> None:
+    """Have cloudpickle send ``target``'s module by value unless it is an installed one.
+
+    A worker on another machine can import installed packages, not a script that sits
+    in the user's directory.
+    """
+    import cloudpickle
+
+    module = sys.modules.get(getattr(target, "__module__", "") or "")
+    path = getattr(module, "__file__", None)
+    if module is None or path is None:
+        return
+    installed = [p for p in sys.path if "site-packages" in p or "dist-packages" in p]
+    if not any(os.path.abspath(path).startswith(os.path.abspath(p)) for p in installed):
+        cloudpickle.register_pickle_by_value(module)
+
+
 def is_async(target: Callable[..., Any]) -> bool:
     """True for a coroutine function (or an object whose ``__call__`` is one)."""
     call = getattr(target, "__call__", None)  # noqa: B004 (an async __call__ counts)
@@ -163,7 +180,12 @@ class CommandRunner:
     """
 
     def __init__(
-        self, template: list[str], *, shell: bool, timeout: float | None, stop: threading.Event
+        self,
+        template: list[str],
+        *,
+        shell: bool,
+        timeout: float | None,
+        stop: threading.Event | None,
     ) -> None:
         if not any(_PLACEHOLDER.search(part) for part in template):
             template = [*template, "{}"]
@@ -194,7 +216,7 @@ class CommandRunner:
     def __call__(self, job: Job) -> Any:
         if job.problem is not None:
             return Rejected(job.problem)
-        if self.stop.is_set():
+        if self.stop is not None and self.stop.is_set():
             return NotStarted()
         command = self.command_for(job)
         try:
@@ -229,6 +251,13 @@ class CommandRunner:
         if process.returncode != 0:
             raise CommandFailed(_failure_text(process.returncode, err))
         return out.decode("utf-8", "replace")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy sent to another machine (a Dask worker) keeps: not the local state."""
+        return {"template": self.template, "shell": self.shell, "timeout": self.timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["template"], shell=state["shell"], timeout=state["timeout"], stop=None)  # type: ignore[misc]
 
     def kill_all(self) -> None:
         """Kill every command still running (and what it started). Never blocks."""
