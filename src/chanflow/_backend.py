@@ -132,6 +132,16 @@ class Job:
             self._context = context
         return context
 
+    def past_deadline(self) -> bool:
+        """Whether this attempt watched its Context and has reached its deadline.
+
+        Such a job may end *because* the deadline cancelled its Context, a moment
+        before the pool's own timer fires: the attempt is a timeout all the same.
+        """
+        return (
+            self._context is not None and self.deadline is not None and monotonic() >= self.deadline
+        )
+
     def release_context(self) -> None:
         context = self._context
         if context is not None:

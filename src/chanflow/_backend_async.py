@@ -154,6 +154,8 @@ async def _attempt_with_timeout(call: Call, job: Job, timeout: float) -> Any:
         task.cancel()
         await asyncio.wait({task})
         raise call.timed_out(job)
+    if job.past_deadline():
+        raise call.timed_out(job)
     if task.cancelled():
         raise Cancelled(f"job {job.index} was cancelled by something other than the pool")
     return task.result()

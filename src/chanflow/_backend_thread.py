@@ -161,12 +161,15 @@ class ThreadBackend(Backend):
             if not settled.acquire(False):
                 return False
             handle.cancel()
-            collector.error(job, error)
+            collector.error(job, call.timed_out(job) if job.past_deadline() else error)
             return True
         if not settled.acquire(False):
             return False
         handle.cancel()
-        collector.value(job, value)
+        if job.past_deadline():
+            collector.error(job, call.timed_out(job))
+        else:
+            collector.value(job, value)
         return True
 
     def _abandon(self, thread: threading.Thread) -> None:
