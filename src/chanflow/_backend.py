@@ -51,6 +51,7 @@ __all__ = [
     "Returned",
     "current_context",
     "enter_slot",
+    "fail_chunk",
     "leave_slot",
     "worker_state",
 ]
@@ -586,3 +587,25 @@ class Backend(ABC):
         import asyncio
 
         await asyncio.to_thread(self.close)
+
+
+def fail_chunk(call: Call, jobs: list[Job] | Fresh, error: BaseException) -> None:
+    """Every job of a chunk not yet begun fails with ``error`` (its attempt counted).
+
+    For backends that cannot run a chunk at all (no worker could start, the function
+    could not be sent): each job still comes out, once, as this error.
+    """
+    if isinstance(jobs, Fresh):
+        first_start = call.begin_fresh(jobs)
+        started = [] if first_start is None else jobs.jobs(call, first_start)
+    else:
+        started = call.begin_all(jobs)
+    if not started:
+        return
+    call.chunk_started()
+    collector = Collector(call)
+    try:
+        for job in started:
+            collector.error(job, error)
+    finally:
+        call.chunk_ended(collector.outcome(), 0, 0.0)

@@ -61,7 +61,7 @@ from typing import Any, cast
 
 import cloudpickle
 
-from ._backend import Backend, Batch, Call, Collector, Fresh, Job
+from ._backend import Backend, Batch, Call, Collector, Fresh, Job, fail_chunk
 from ._backend_process import _collect
 from ._channel import Channel
 from ._exceptions import ChannelClosed, JobTimeout, WorkerCrashed
@@ -512,7 +512,7 @@ class DaskRunner(Backend):
         """
         call_key, fn_bytes = self._function(call)
         if isinstance(fn_bytes, BaseException):
-            _fail_all(call, jobs, fn_bytes)
+            fail_chunk(call, jobs, fn_bytes)
             return None
         first_start: float | None = None
         if isinstance(jobs, Fresh):
@@ -758,21 +758,3 @@ def _error_of(result: Any) -> BaseException:
     if isinstance(result, tuple) and len(result) == 3 and isinstance(result[1], BaseException):
         return result[1]
     return RuntimeError(f"the Dask task failed: {result!r}")
-
-
-def _fail_all(call: Call, jobs: list[Job] | Fresh, error: BaseException) -> None:
-    """Every job of a chunk not yet begun fails with ``error`` (its attempt counted)."""
-    if isinstance(jobs, Fresh):
-        first_start = call.begin_fresh(jobs)
-        started = [] if first_start is None else jobs.jobs(call, first_start)
-    else:
-        started = call.begin_all(jobs)
-    if not started:
-        return
-    call.chunk_started()
-    collector = Collector(call)
-    try:
-        for job in started:
-            collector.error(job, error)
-    finally:
-        call.chunk_ended(collector.outcome(), 0, 0.0)

@@ -48,7 +48,7 @@ from typing import Any
 
 import cloudpickle
 
-from ._backend import Backend, Batch, Call, Collector, Fresh, Job
+from ._backend import Backend, Batch, Call, Collector, Fresh, Job, fail_chunk
 from ._channel import Channel
 from ._exceptions import ChannelClosed, RemoteError, WorkerCrashed
 from ._process_worker import KNOWN_FUNCTIONS, worker_main
@@ -465,13 +465,13 @@ class ProcessBackend(Backend):
     def _run_chunk(self, slot: _Slot, call: Call, chunk: list[Job] | Fresh) -> None:
         key, pickled = self._function(call)
         if isinstance(pickled, BaseException):
-            self._fail_all(call, chunk, pickled)
+            fail_chunk(call, chunk, pickled)
             return
         abandon = lambda: call.cancelled  # noqa: E731
         try:
             worker = self._worker_for(slot, len(chunk), abandon)
         except (_InitFailed, WorkerCrashed) as error:
-            self._fail_all(call, chunk, error)
+            fail_chunk(call, chunk, error)
             return
         except _Abandoned:
             call.stats.cancelled(len(chunk))
@@ -602,24 +602,6 @@ class ProcessBackend(Backend):
         except _InitFailed as error:
             self._init_error = error
             raise
-
-    @staticmethod
-    def _fail_all(call: Call, chunk: list[Job] | Fresh, error: BaseException) -> None:
-        """Every job of the chunk fails with ``error`` (its attempt counted)."""
-        if isinstance(chunk, Fresh):
-            first_start = call.begin_fresh(chunk)
-            started = [] if first_start is None else chunk.jobs(call, first_start)
-        else:
-            started = call.begin_all(chunk)
-        if not started:
-            return
-        call.chunk_started()
-        collector = Collector(call)
-        try:
-            for job in started:
-                collector.error(job, error)
-        finally:
-            call.chunk_ended(collector.outcome(), 0, 0.0)
 
     def _run_jobs_in(
         self,
