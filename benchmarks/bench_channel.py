@@ -49,6 +49,7 @@ __all__ = [
     "measure_all",
     "median",
     "targets",
+    "timed",
 ]
 
 GO_SOURCE = Path(__file__).with_name("go") / "chanbench.go"
@@ -541,6 +542,13 @@ def measure_all(
             elapsed = time.perf_counter() - started
             progress(f"round {round_index + 1}/{rounds} done in {elapsed:.1f} s")
     return results
+
+
+def timed(run: Callable[[], object]) -> float:
+    """Seconds ``run()`` takes, wall clock."""
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 def median(results: Results, key: tuple[str, str]) -> float | None:

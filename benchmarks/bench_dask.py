@@ -20,12 +20,11 @@ Run through ``run.py --only dask`` (about 4 minutes on 2 cores).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 import chanflow as cf
-from bench_channel import Contestant, Results, Scenario, measure_all, median
+from bench_channel import Contestant, Results, Scenario, measure_all, median, timed
 from jobs import calibrate_spin, noop, spin
 
 __all__ = ["CLUSTER_SIZES", "dask_lines", "measure_dask"]
@@ -38,12 +37,6 @@ DASK_MAP = "client.map + as_completed(with_results=True)"
 LOOP = "plain loop"
 
 
-def _timed(run: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
-
-
 def chanflow_map(
     client: Any, fn: Callable[[int], int], arg: Callable[[int], int], chunksize: int | None = None
 ) -> Callable[[int], float]:
@@ -53,7 +46,7 @@ def chanflow_map(
                 for _ in pool.map(fn, (arg(job) for job in range(n)), chunksize=chunksize):
                     pass
 
-        return _timed(run)
+        return timed(run)
 
     return seconds
 
@@ -70,14 +63,14 @@ def dask_map(
                 pass
             del futures
 
-        return _timed(run)
+        return timed(run)
 
     return seconds
 
 
 def loop(fn: Callable[[int], int], arg: Callable[[int], int]) -> Callable[[int], float]:
     def seconds(n: int) -> float:
-        return _timed(lambda: [fn(arg(job)) for job in range(n)])
+        return timed(lambda: [fn(arg(job)) for job in range(n)])
 
     return seconds
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import chanflow as cf
-from bench_channel import Contestant, GoBench, Measure, Results, Scenario
+from bench_channel import Contestant, GoBench, Measure, Results, Scenario, timed
 from bench_pool import PEAK_KIB_SOURCE, _grid, cost_table_lines, run_memory_child
 from jobs import calibrate_spin, noop, spin
 
@@ -88,12 +88,6 @@ def _per_item(seconds: Callable[[int], float]) -> Measure:
     return lambda n: seconds(n) / n * 1e6
 
 
-def _timed(run: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
-
-
 # -- F1: three no-op stages ----------------------------------------------------------------
 
 
@@ -113,7 +107,7 @@ def flow_three(**stage: Any) -> Callable[[int], float]:
             for _ in three_stages(range(n), **stage):
                 pass
 
-        return _timed(run)
+        return timed(run)
 
     return seconds
 
@@ -128,7 +122,7 @@ def pypeln_three(n: int) -> float:
         for _ in stages:
             pass
 
-    return _timed(run)
+    return timed(run)
 
 
 def loop_three(n: int) -> float:
@@ -136,7 +130,7 @@ def loop_three(n: int) -> float:
         for x in range(n):
             noop(noop(noop(x)))
 
-    return _timed(run)
+    return timed(run)
 
 
 # -- F2: generate -> square -> sum ---------------------------------------------------------
@@ -149,7 +143,7 @@ def flow_square(n: int) -> float:
             total += value
         _check(total, n)
 
-    return _timed(run)
+    return timed(run)
 
 
 def pypeln_square(n: int) -> float:
@@ -159,7 +153,7 @@ def pypeln_square(n: int) -> float:
             total += value
         _check(total, n)
 
-    return _timed(run)
+    return timed(run)
 
 
 def loop_square(n: int) -> float:
@@ -169,7 +163,7 @@ def loop_square(n: int) -> float:
             total += square(x)
         _check(total, n)
 
-    return _timed(run)
+    return timed(run)
 
 
 # -- F4: a CPU-bound middle stage ------------------------------------------------------------

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import chanflow as cf
-from bench_channel import Contestant, Measure, Results, Scenario, median
+from bench_channel import Contestant, Measure, Results, Scenario, median, timed
 
 try:
     import aiometer
@@ -83,12 +83,6 @@ async def asleeper(job: int) -> int:
     return job
 
 
-def _timed(run: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
-
-
 async def _atimed(run: Callable[[], Any]) -> float:
     start = time.perf_counter()
     await run()
@@ -116,7 +110,7 @@ def pool_map(workers: int, fn: Callable[[int], int]) -> Callable[[int], float]:
                 for _ in pool.map(fn, range(n)):
                     pass
 
-        return _timed(run)
+        return timed(run)
 
     return seconds
 
@@ -127,7 +121,7 @@ def pool_results_unordered(n: int) -> float:
             for _ in pool.results(noop, range(n), ordered=False):
                 pass
 
-    return _timed(run)
+    return timed(run)
 
 
 def executor_map(workers: int, fn: Callable[[int], int]) -> Callable[[int], float]:
@@ -139,7 +133,7 @@ def executor_map(workers: int, fn: Callable[[int], int]) -> Callable[[int], floa
                 for _ in executor.map(fn, range(n)):
                     pass
 
-        return _timed(run)
+        return timed(run)
 
     return seconds
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import chanflow as cf
-from bench_channel import Contestant, Results, Scenario, median
+from bench_channel import Contestant, Results, Scenario, median, timed
 from jobs import calibrate_spin, crashing, noop, spin
 
 try:
@@ -63,12 +63,6 @@ MPIRE = "mpire.WorkerPool(2).map"
 LOOP = "plain loop"
 
 
-def _timed(run: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
-
-
 def _per_job(seconds: Callable[[int], float]) -> Callable[[int], float]:
     return lambda n: seconds(n) / n * 1e6
 
@@ -80,7 +74,7 @@ def chanflow_map(fn: Callable[[int], int], arg: Callable[[int], int]) -> Callabl
                 for _ in pool.map(fn, (arg(job) for job in range(n))):
                     pass
 
-        return _timed(run)
+        return timed(run)
 
     return seconds
 
@@ -94,7 +88,7 @@ def mp_pool(
                 for _ in pool.imap_unordered(fn, (arg(job) for job in range(n)), chunksize=chunk):
                     pass
 
-        return _timed(run)
+        return timed(run)
 
     return seconds
 
@@ -106,7 +100,7 @@ def ppe(fn: Callable[[int], int], arg: Callable[[int], int], chunk: int) -> Call
                 for _ in executor.map(fn, (arg(job) for job in range(n)), chunksize=chunk):
                     pass
 
-        return _timed(run)
+        return timed(run)
 
     return seconds
 
@@ -117,7 +111,7 @@ def joblib_parallel(fn: Callable[[int], int], arg: Callable[[int], int]) -> Call
             parallel = joblib.Parallel(n_jobs=WORKERS)
             parallel(joblib.delayed(fn)(arg(job)) for job in range(n))
 
-        return _timed(run)
+        return timed(run)
 
     return seconds
 
@@ -128,14 +122,14 @@ def mpire_map(fn: Callable[[int], int], arg: Callable[[int], int]) -> Callable[[
             with mpire.WorkerPool(n_jobs=WORKERS) as pool:
                 pool.map(fn, [arg(job) for job in range(n)])
 
-        return _timed(run)
+        return timed(run)
 
     return seconds
 
 
 def loop(fn: Callable[[int], int], arg: Callable[[int], int]) -> Callable[[int], float]:
     def seconds(n: int) -> float:
-        return _timed(lambda: [fn(arg(job)) for job in range(n)])
+        return timed(lambda: [fn(arg(job)) for job in range(n)])
 
     return seconds
 
