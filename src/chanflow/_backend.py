@@ -29,6 +29,8 @@ from itertools import count, repeat
 from time import monotonic
 from typing import Any
 
+import cloudpickle
+
 from ._context import Context, background
 from ._exceptions import JobTimeout
 from ._process_worker import job_context, worker_state_dict
@@ -52,6 +54,7 @@ __all__ = [
     "current_context",
     "enter_slot",
     "fail_chunk",
+    "pickled_function",
     "leave_slot",
     "worker_state",
 ]
@@ -587,6 +590,17 @@ class Backend(ABC):
         import asyncio
 
         await asyncio.to_thread(self.close)
+
+
+def pickled_function(fn: Any, where: str) -> bytes | BaseException:
+    """``fn`` cloudpickled for ``where`` it runs, or a TypeError saying why it cannot be.
+
+    The error becomes each job's failure: an unpicklable function never hangs a pool.
+    """
+    try:
+        return bytes(cloudpickle.dumps(fn))
+    except Exception as error:
+        return TypeError(f"the job function {fn!r} cannot be sent to {where}: {error}")
 
 
 def fail_chunk(call: Call, jobs: list[Job] | Fresh, error: BaseException) -> None:

@@ -61,7 +61,7 @@ from typing import Any, cast
 
 import cloudpickle
 
-from ._backend import Backend, Batch, Call, Collector, Fresh, Job, fail_chunk
+from ._backend import Backend, Batch, Call, Collector, Fresh, Job, fail_chunk, pickled_function
 from ._backend_process import _collect
 from ._channel import Channel
 from ._exceptions import ChannelClosed, JobTimeout, WorkerCrashed
@@ -485,12 +485,7 @@ class DaskRunner(Backend):
         cached = self._fn_cache.get(id(call))
         if cached is not None:
             return cached
-        try:
-            pickled: bytes | BaseException = bytes(cloudpickle.dumps(call.fn))
-        except Exception as error:
-            pickled = TypeError(
-                f"the job function {call.fn!r} cannot be sent to a Dask worker: {error}"
-            )
+        pickled = pickled_function(call.fn, "a Dask worker")
         cached = self._fn_cache[id(call)] = (f"{self._prefix}-{next(self._keys)}", pickled)
         call.context.after_func(lambda: self._call_ended(call))
         return cached

@@ -48,7 +48,7 @@ from typing import Any
 
 import cloudpickle
 
-from ._backend import Backend, Batch, Call, Collector, Fresh, Job, fail_chunk
+from ._backend import Backend, Batch, Call, Collector, Fresh, Job, fail_chunk, pickled_function
 from ._channel import Channel
 from ._exceptions import ChannelClosed, RemoteError, WorkerCrashed
 from ._process_worker import KNOWN_FUNCTIONS, worker_main
@@ -447,12 +447,7 @@ class ProcessBackend(Backend):
             cached = self._fn_cache.get(id(call))
         if cached is not None:
             return cached
-        try:
-            pickled: bytes | BaseException = bytes(cloudpickle.dumps(call.fn))
-        except Exception as error:
-            pickled = TypeError(
-                f"the job function {call.fn!r} cannot be sent to a worker process: {error}"
-            )
+        pickled = pickled_function(call.fn, "a worker process")
         with self._lock:
             cached = self._fn_cache.setdefault(id(call), (next(_call_keys), pickled))
         call.context.after_func(lambda: self._forget(id(call)))
