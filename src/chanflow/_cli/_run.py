@@ -358,12 +358,12 @@ def make_job_function(
     settings: RunSettings, stop: threading.Event
 ) -> tuple[Callable[[Job], Any], str | DaskBackend, Callable[[], None]]:
     """The job function, the backend it runs on, and what kills its work at once."""
-    if settings.backend == "dask":
-        return _dask_function(settings, stop)
     if settings.command:
         runner = CommandRunner(
             settings.command, shell=settings.shell, timeout=settings.timeout, stop=stop
         )
+        if settings.backend == "dask":  # the program is looked for on the workers' machines
+            return runner, dask_backend(settings), _nothing
         try:
             runner.check()
         except TargetError as error:
@@ -381,7 +381,7 @@ def make_job_function(
 
 def _call_function(
     settings: RunSettings, target: Callable[..., Any], stop: threading.Event
-) -> tuple[Callable[[Job], Any], str, Callable[[], None]]:
+) -> tuple[Callable[[Job], Any], str | DaskBackend, Callable[[], None]]:
     assert settings.call is not None
     backend = settings.backend or ("async" if is_async(target) else "thread")
     if is_async(target) != (backend == "async"):
@@ -391,41 +391,23 @@ def _call_function(
         return async_call_runner(target, stop), backend, _nothing
     if backend == "process":
         return call_runner(ImportedCallable(settings.call, os.getcwd()), None), backend, _nothing
+    if backend == "dask":
+        # A function from a module outside the installed packages (a script beside the
+        # input, say) travels by value, since the workers cannot import it.
+        send_by_value_if_local(target)
+        return call_runner(target, None), dask_backend(settings), _nothing
     return call_runner(target, stop), backend, _nothing
 
 
-def _dask_function(
-    settings: RunSettings, stop: threading.Event
-) -> tuple[Callable[[Job], Any], DaskBackend, Callable[[], None]]:
-    """A job function that travels to Dask workers, and the backend for ``--scheduler``.
-
-    A function from a module outside the installed packages (a script beside the
-    input, say) travels by value, since the workers cannot import it; an installed
-    one by name, as Dask does.
-    """
-    if settings.command:
-        function: Callable[[Job], Any] = CommandRunner(
-            settings.command, shell=settings.shell, timeout=settings.timeout, stop=stop
-        )
-    else:
-        assert settings.call is not None
-        try:
-            target = load_callable(settings.call)
-        except TargetError as error:
-            raise UsageProblem(str(error)) from None
-        if is_async(target):
-            raise UsageProblem(
-                f"--backend dask needs a plain (not async) function; {settings.call} is async"
-            )
-        send_by_value_if_local(target)
-        function = call_runner(target, None)
+def dask_backend(settings: RunSettings) -> DaskBackend:
+    """The backend for ``--scheduler`` (None: the current client, else a local cluster)."""
     try:
         backend = DaskBackend(settings.scheduler)
     except (ImportError, ValueError) as error:
         raise UsageProblem(str(error)) from None
     if settings.scheduler is not None:
         check_reachable(settings.scheduler)
-    return function, backend, _nothing
+    return backend
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
