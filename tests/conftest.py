@@ -52,8 +52,9 @@ def dask_client() -> Iterator[Any]:
     worker loss stay quick, and one killed worker still only reschedules its tasks.
     Started the first time a test asks for it (about a second), closed at the end.
     """
-    dask = pytest.importorskip("dask")
-    distributed = pytest.importorskip("distributed")
+    import dask  # the dev extra installs distributed: missing, the Dask tests fail
+    import distributed
+
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         cluster = distributed.LocalCluster(
             n_workers=DASK_WORKERS,

@@ -27,8 +27,6 @@ import chanflow as cf
 from helpers import wait_until
 from pool_helpers import DASK_THREADS_PER_WORKER, DASK_WORKERS
 
-distributed = pytest.importorskip("distributed")
-
 THREADS = DASK_WORKERS * DASK_THREADS_PER_WORKER
 
 
