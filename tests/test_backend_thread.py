@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import chanflow as cf
-from chanflow._backend import Call, Done, Job, Outcome
+from chanflow._backend import Batch, Call, Done, Job, Outcome, Returned
 from chanflow._backend_thread import ThreadBackend
 from chanflow._result import Result
 from chanflow._retry import RetryPolicy
@@ -63,3 +67,141 @@ def test_submit_after_close_is_refused() -> None:
     backend.close()
     with pytest.raises(RuntimeError, match="closed"):
         backend.submit(call, [Job(call, 0, 1)])
+
+
+# -- fresh chunks: first attempts run as a plain loop ---------------------------------
+
+
+def delivered_values(delivered: list[Outcome]) -> list[Any]:
+    return [value for outcome in delivered for value in cast(Returned, outcome).values]
+
+
+def fresh_call(
+    backend: ThreadBackend, fn: Callable[[Any], Any], delivered: list[Outcome]
+) -> tuple[Call, threading.Event]:
+    """A call of ``fn`` whose outcomes go to ``delivered``, and an Event set at each."""
+    done = threading.Event()
+
+    def deliver(outcome: Outcome) -> None:
+        delivered.append(outcome)
+        done.set()
+
+    call = Call(
+        fn,
+        backend=backend,
+        policy=RetryPolicy.build(),
+        timeout=None,
+        limiter=None,
+        stats=StatsRecorder(),
+        context=cf.background().with_cancel(),
+        deliver=deliver,
+    )
+    return call, done
+
+
+def test_a_fresh_chunk_that_all_returned_arrives_as_one_batch_of_values() -> None:
+    backend = ThreadBackend(workers=2)
+    delivered: list[Outcome] = []
+    call, arrived = fresh_call(backend, lambda item: item * 2, delivered)
+    try:
+        backend.submit_items(call, 7, list(range(500)))
+        assert arrived.wait(5.0)
+    finally:
+        backend.close()
+    [outcome] = delivered
+    assert isinstance(outcome, Batch)
+    assert outcome.first_index() == 7 and outcome.values == [2 * item for item in range(500)]
+    results = outcome.results()
+    assert [result.index for result in results] == list(range(7, 507))
+    assert all(result.ok and result.attempts == 1 for result in results)
+    stats = call.stats.snapshot()
+    assert (stats.completed, stats.failed, stats.running) == (500, 0, 0)
+    # The chunk's time is shared among its jobs, so their sum is the chunk's time.
+    assert stats.busy_seconds <= stats.elapsed
+
+
+def test_a_fresh_chunk_stops_at_the_next_job_once_its_call_is_cancelled() -> None:
+    backend = ThreadBackend(workers=1)
+    delivered: list[Outcome] = []
+    calls: list[Call] = []
+
+    def job(item: int) -> int:
+        if item == 5:
+            calls[0].cancel()  # as when the consumer leaves its loop mid-chunk
+        return item
+
+    call, arrived = fresh_call(backend, job, delivered)
+    calls.append(call)
+    try:
+        backend.submit_items(call, 0, list(range(100)))
+        assert arrived.wait(5.0)
+    finally:
+        backend.close()
+    assert delivered_values(delivered) == list(range(6))
+    stats = call.stats.snapshot()
+    assert (stats.completed, stats.cancelled, stats.running) == (6, 94, 0)
+
+
+def test_each_job_of_a_fresh_chunk_has_its_own_context_cancelled_when_it_is_over() -> None:
+    seen: list[tuple[int, cf.Context, bool, bool]] = []
+
+    def job(item: int) -> int:
+        context = cf.current_context()
+        seen.append((item, context, context is cf.current_context(), context.cancelled))
+        if item == 3:
+            raise ValueError("three")
+        return item
+
+    with cf.WorkerPool(workers=1, backend="thread") as pool:
+        results = list(pool.results(job, range(6), chunksize=6, ordered=True))
+    assert [result.ok for result in results] == [True, True, True, False, True, True]
+    assert [item for item, *_ in seen] == list(range(6))
+    contexts = [context for _, context, _, _ in seen]
+    assert len({id(context) for context in contexts}) == 6, "one Context per job"
+    assert all(same and not cancelled for _, _, same, cancelled in seen)
+    assert all(context is not cf.background() for context in contexts)
+    assert all(context.cancelled for context in contexts), "released once the job was over"
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    size=st.integers(1, 120),
+    flaky=st.sets(st.integers(0, 119)),
+    broken=st.sets(st.integers(0, 119)),
+    retries=st.integers(0, 2),
+)
+def test_every_job_of_a_fresh_chunk_comes_out_once_whatever_fails(
+    size: int, flaky: set[int], broken: set[int], retries: int
+) -> None:
+    # One chunk of ``size`` jobs: the flaky ones fail their first attempt, the broken
+    # ones every attempt; the chunk goes on job by job after its first failure.
+    attempts: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def job(item: int) -> int:
+        with lock:
+            attempts[item] += 1
+            attempt = attempts[item]
+        if item in broken or (item in flaky and attempt == 1):
+            raise ValueError(f"job {item} attempt {attempt}")
+        return item * 3
+
+    with cf.WorkerPool(workers=2, backend="thread") as pool:
+        results = list(
+            pool.results(job, range(size), chunksize=size, retries=retries, backoff=lambda _: 0.0)
+        )
+    assert sorted(result.index for result in results) == list(range(size))
+    for result in results:
+        item = result.index
+        if item in broken:
+            assert not result.ok and result.attempts == retries + 1
+            assert str(result.error) == f"job {item} attempt {retries + 1}"
+        elif item in flaky and retries == 0:
+            assert not result.ok and result.attempts == 1
+        else:
+            expected = 2 if item in flaky else 1
+            assert result.ok and result.value == item * 3 and result.attempts == expected
+        assert attempts[item] == result.attempts
+    stats = pool.stats()
+    assert stats.completed + stats.failed == size
+    assert stats.running == 0

@@ -28,6 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chanflow as cf
+from chanflow import _link
 from helpers import wait_until
 from pool_helpers import BACKENDS, Backend, Source
 
@@ -70,6 +71,11 @@ def boom_on(value: int) -> Any:
         return x
 
     return job
+
+
+async def async_increment(x: int) -> int:
+    await asyncio.sleep(0)
+    return x + 1
 
 
 async def async_square(x: int) -> int:
@@ -415,6 +421,37 @@ def test_memory_stays_bounded_on_an_endless_source() -> None:
             break
     assert last == 20_001
     wait_until(lambda: source.closed, PROMPT)
+
+
+@pytest.mark.parametrize("consumer", ["for", "async for"])
+def test_every_hand_off_wakes_the_stage_waiting_for_it(
+    monkeypatch: pytest.MonkeyPatch, consumer: str
+) -> None:
+    # Waits re-check the flow every _RECHECK_SECONDS as a safety net, which would
+    # hide a hand-off that forgot to wake its waiter (the flow would only be slow).
+    # With the net at a minute, a missed wake stalls the flow past the limit below.
+    monkeypatch.setattr(_link, "_RECHECK_SECONDS", 60.0)
+    flow = (
+        cf.Pipeline(range(3_000))
+        .map(increment, buffer=4, workers=2)
+        .filter(lambda x: x % 3 != 0, buffer=3)
+        .flat_map(lambda x: [x, x], buffer=5)
+        .batch(7, buffer=7)
+        .map(sum, backend="thread", buffer=2, workers=1)
+        .map(async_increment, buffer=3, workers=2)
+    )
+    started = time.monotonic()
+    if consumer == "for":
+        outputs = list(flow)
+    else:
+
+        async def collect() -> list[int]:
+            return [item async for item in flow]
+
+        outputs = asyncio.run(collect())
+    doubled = [x for x in range(1, 3_001) if x % 3 != 0 for _ in range(2)]
+    assert outputs == [sum(doubled[i : i + 7]) + 1 for i in range(0, len(doubled), 7)]
+    assert time.monotonic() - started < 30.0
 
 
 # -- stopping ----------------------------------------------------------------------------

@@ -274,3 +274,14 @@ def test_busy_seconds_sum_the_latencies_of_finished_jobs() -> None:
     assert naps == [0.02] * 6
     assert 6 * 0.02 <= stats.busy_seconds < 6 * 0.02 + 1.0
     assert stats.busy_seconds <= 2 * stats.elapsed, "two workers cannot be busier than that"
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_busy_seconds_stay_true_when_jobs_run_in_chunks(backend: str) -> None:
+    # A chunk of jobs timed as a whole shares its time among them: counting the whole
+    # chunk's time for each job would make two workers busier than the clock allows.
+    with cf.WorkerPool(workers=2, backend=backend) as pool:
+        naps = list(pool.map(time.sleep, [0.01] * 40, chunksize=10))
+        stats = pool.stats()
+    assert naps == [None] * 40
+    assert 40 * 0.01 <= stats.busy_seconds <= 2 * stats.elapsed

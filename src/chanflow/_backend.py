@@ -47,6 +47,7 @@ __all__ = [
     "Collector",
     "Done",
     "Fresh",
+    "FreshSlot",
     "Job",
     "JobSlot",
     "Outcome",
@@ -69,7 +70,44 @@ class JobSlot:
         self.job: Job | None = None
 
 
-_current_slot: ContextVar[JobSlot | None] = ContextVar("chanflow_current_job", default=None)
+class FreshSlot:
+    """The job holder of a worker thread running a :class:`Fresh` chunk.
+
+    No Job exists for a fresh chunk's items; one is made only for a job that asks
+    for its Context (``current_context()``). The running job is the one whose value
+    comes next: position ``len(values)``, so the worker's loop updates nothing per job.
+    """
+
+    __slots__ = ("call", "first_start", "fresh", "made", "values")
+
+    def __init__(self, call: Call, fresh: Fresh, first_start: float, values: list[Any]) -> None:
+        self.call = call
+        self.fresh = fresh
+        self.first_start = first_start
+        self.values = values
+        self.made: dict[int, Job] = {}  # by position: the jobs that asked for a Context
+
+    @property
+    def job(self) -> Job:
+        position = len(self.values)
+        job = self.made.get(position)
+        if job is None:
+            fresh = self.fresh
+            job = Job(self.call, fresh.start + position, fresh.items[position])
+            job.attempts = 1
+            job.first_start = self.first_start
+            self.made[position] = job
+        return job
+
+    def release_contexts(self) -> None:
+        """End the Contexts made for this chunk's jobs (they have all finished)."""
+        for job in self.made.values():
+            job.release_context()
+
+
+_current_slot: ContextVar[JobSlot | FreshSlot | None] = ContextVar(
+    "chanflow_current_job", default=None
+)
 
 
 _thread_state = threading.local()
@@ -213,19 +251,21 @@ class Done(Returned):
 
 
 class Batch(Returned):
-    """A :class:`Fresh` chunk whose jobs all returned at their first attempt, at once.
+    """A :class:`Fresh` chunk whose jobs all returned at their first attempt.
 
-    No Job was ever made for them: one start and one end time serve the whole chunk
-    (a worker process reports a chunk as a whole).
+    No Job was ever made for them. The chunk is timed as a whole (a worker process
+    reports it at once; a worker thread reads no clock per job), so each job is
+    given an equal share of the chunk's ``seconds``: their sum, the stage's busy
+    time, stays true.
     """
 
     __slots__ = ("elapsed_each", "items", "start")
 
-    def __init__(self, fresh: Fresh, values: list[Any], elapsed: float) -> None:
+    def __init__(self, fresh: Fresh, values: list[Any], seconds: float) -> None:
         self.start = fresh.start
         self.items = fresh.items
         self.values = values
-        self.elapsed_each = elapsed
+        self.elapsed_each = seconds / len(values) if values else 0.0
 
     def first_index(self) -> int:
         return self.start
@@ -261,12 +301,13 @@ class Fresh:
     def __len__(self) -> int:
         return len(self.items)
 
-    def jobs(self, call: Call, first_start: float) -> list[Job]:
-        """The chunk's jobs, their first attempt begun at ``first_start``."""
+    def jobs(self, call: Call, first_start: float | None = None) -> list[Job]:
+        """The chunk's jobs; with ``first_start``, their first attempt begun then."""
         jobs = list(map(Job, repeat(call, len(self.items)), count(self.start), self.items))
-        for job in jobs:
-            job.attempts = 1
-            job.first_start = first_start
+        if first_start is not None:
+            for job in jobs:
+                job.attempts = 1
+                job.first_start = first_start
         return jobs
 
 
@@ -518,7 +559,7 @@ class Call:
         self.context.cancel()
 
 
-def enter_slot(slot: JobSlot) -> Any:
+def enter_slot(slot: JobSlot | FreshSlot) -> Any:
     """Make ``slot`` the current job holder of this thread or task; returns a token."""
     return _current_slot.set(slot)
 
@@ -579,7 +620,7 @@ class Backend(ABC):
         By default as Jobs; a backend that runs a chunk as a whole may take them as a
         :class:`Fresh` chunk instead. Never blocks.
         """
-        self.submit(call, list(map(Job, repeat(call, len(items)), count(start), items)))
+        self.submit(call, Fresh(start, items).jobs(call))
 
     @abstractmethod
     def close(self) -> None:

@@ -15,8 +15,20 @@ import math
 import threading
 import time
 from time import monotonic
+from typing import Any
 
-from ._backend import Backend, Call, Collector, Job, JobSlot, enter_slot, leave_slot
+from ._backend import (
+    Backend,
+    Batch,
+    Call,
+    Collector,
+    Fresh,
+    FreshSlot,
+    Job,
+    JobSlot,
+    enter_slot,
+    leave_slot,
+)
 from ._channel import Channel
 from ._exceptions import ChannelClosed
 from ._timer import schedule
@@ -28,13 +40,14 @@ _names = itertools.count(1)
 # How long close() waits for a thread abandoned after a timeout to finish its job.
 ABANDONED_JOIN_SECONDS = 1.0
 
-Chunk = tuple[Call, list[Job]]
+Chunk = tuple[Call, "list[Job] | Fresh"]
 
 
 class ThreadBackend(Backend):
     """Runs jobs on up to ``workers`` daemon threads named ``chanflow-worker-<n>``."""
 
     kind = "thread"
+    max_chunk = 1024
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -44,13 +57,19 @@ class ThreadBackend(Backend):
         self._abandoned: set[threading.Thread] = set()
         self._starting = 0  # workers started but not yet running
 
-    def submit(self, call: Call, jobs: list[Job]) -> None:
+    def submit(self, call: Call, jobs: list[Job] | Fresh) -> None:
         try:
             self._queue.send_nowait((call, jobs))
         except ChannelClosed:
             raise RuntimeError("the worker pool is closed") from None
         if len(self._queue):  # nobody was parked to take it at once
             self._grow(unless_starting=True)
+
+    def submit_items(self, call: Call, start: int, items: list[Any]) -> None:
+        if call.paced:  # per-job deadlines and rate tokens: one Job each
+            super().submit_items(call, start, items)
+        else:
+            self.submit(call, Fresh(start, items))
 
     def _grow(self, unless_starting: bool = False) -> None:
         """Start one more worker, if below the limit.
@@ -98,20 +117,71 @@ class ThreadBackend(Backend):
                 call, jobs = queue.recv()
             except ChannelClosed:
                 break
-            if not self._run_chunk(call, jobs):
+            if isinstance(jobs, Fresh):
+                self._run_fresh(call, jobs)
+            elif not self._run_chunk(call, jobs):
                 return  # abandoned after a timeout: a replacement took our place
         with self._lock:
             self._workers.discard(me)
+
+    def _run_fresh(self, call: Call, fresh: Fresh) -> None:
+        """Run the first attempts of a fresh chunk (no timeout, no rate) at a loop's cost.
+
+        No Job, clock read or Result per job while they return: about 0.1 us a job
+        instead of 0.8. At the first failure the chunk goes on job by job.
+        """
+        started = call.begin_fresh(fresh)
+        if started is None:
+            return
+        call.chunk_started()
+        fn, items = call.fn, fresh.items
+        values: list[Any] = []
+        append = values.append
+        slot = FreshSlot(call, fresh, started, values)
+        token = enter_slot(slot)
+        failure: BaseException | None = None
+        try:
+            for item in items:
+                if call.cancelled:
+                    break
+                append(fn(item))
+        except BaseException as error:  # a job's failure, whatever it is, is its Result
+            failure = error
+        finally:
+            leave_slot(token)
+            slot.release_contexts()
+        done = len(values)
+        if failure is None:
+            if done < len(items):
+                call.stats.cancelled(len(items) - done)
+                fresh = Fresh(fresh.start, items[:done])
+            seconds = monotonic() - started
+            call.chunk_ended(Batch(fresh, values, seconds) if values else [], done, seconds)
+            return
+        collector = Collector(call)
+        collector.values(Fresh(fresh.start, items[:done]).jobs(call, started), values)
+        collector.error(slot.job, failure)
+        rest = Fresh(fresh.start + done + 1, items[done + 1 :]).jobs(call)
+        ran = done + 1 + self._run_jobs(call, rest, collector)
+        call.chunk_ended(collector.outcome(), ran, monotonic() - started)
 
     def _run_chunk(self, call: Call, jobs: list[Job]) -> bool:
         """Run a chunk; False if this thread was abandoned on a timeout."""
         collector = Collector(call)
         started = monotonic()
+        call.chunk_started()
+        ran = self._run_jobs(call, jobs, collector)
+        if ran < 0:
+            return False  # the timer thread ended this chunk for us
+        call.chunk_ended(collector.outcome(), ran, monotonic() - started)
+        return True
+
+    def _run_jobs(self, call: Call, jobs: list[Job], collector: Collector) -> int:
+        """Run ``jobs`` one by one into ``collector``: how many ran, or -1 if abandoned."""
         ran = 0
         fn, limiter, timeout = call.fn, call.limiter, call.timeout
         slot = JobSlot()
         token = enter_slot(slot)
-        call.chunk_started()
         try:
             for job in jobs:
                 if limiter is not None and not call.cancelled:
@@ -122,7 +192,7 @@ class ThreadBackend(Backend):
                 slot.job = job
                 if timeout is not None:
                     if not self._attempt_with_timeout(call, job, timeout, collector):
-                        return False  # the timer thread ended this chunk for us
+                        return -1
                     continue
                 try:
                     value = fn(job.item)
@@ -132,8 +202,7 @@ class ThreadBackend(Backend):
                     collector.value(job, value)
         finally:
             leave_slot(token)
-        call.chunk_ended(collector.outcome(), ran, monotonic() - started)
-        return True
+        return ran
 
     def _attempt_with_timeout(
         self, call: Call, job: Job, timeout: float, collector: Collector

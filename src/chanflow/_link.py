@@ -8,10 +8,11 @@ them from its output link. So a stage holds at most ``bound`` items, whatever is
 running, waiting or done, and the whole flow holds at most the sum of its stages'
 bounds.
 
-Every link of one flow shares one :class:`Hub` (one lock and one condition):
+Every link of one flow shares one :class:`Hub` (one lock and one stop switch):
 hand-offs are a few per list of items, so one lock costs nothing measurable, and
 a single place to stop makes every wait of the flow wake at once on a failure,
-a break or a cancel.
+a break or a cancel. Waits are on :class:`Signal`\\ s of that lock, one per thing
+awaited (a link's items, a budget's room), so a hand-off wakes only who needs it.
 """
 
 from __future__ import annotations
@@ -37,23 +38,59 @@ class Halted(Cancelled):
     """Raised by a wait of a flow that has been stopped (internal to the pipeline)."""
 
 
+class Signal:
+    """A condition of a flow, on its hub's lock: threads and tasks wait for it to change.
+
+    Each link has one for its items, each budget one for its room, so a change wakes
+    only those waiting for it (one condition for the whole flow woke every thread of
+    it at every hand-off: most of a hand-off's cost).
+    """
+
+    __slots__ = ("_async_waiters", "_condition", "waiting")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._condition = threading.Condition(lock)
+        self.waiting = 0  # threads in wait_locked
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def notify_locked(self) -> None:
+        """Wake every thread and task waiting on it (they re-check their condition)."""
+        if self.waiting:
+            self._condition.notify_all()
+        if self._async_waiters:
+            for loop, future in self._async_waiters:
+                with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits
+                    loop.call_soon_threadsafe(_resolve, future)
+            self._async_waiters.clear()
+
+    def wait_locked(self, timeout: float) -> None:
+        self.waiting += 1
+        try:
+            self._condition.wait(timeout)
+        finally:
+            self.waiting -= 1
+
+    def async_waiter_locked(self) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._async_waiters.append((loop, future))
+        return future
+
+
 class Hub:
-    """The lock, condition and stop switch shared by the links of one flow."""
+    """The lock and stop switch shared by the links of one flow."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.changed = threading.Condition(self.lock)
         self.halted = False
-        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._signals: list[Signal] = []
         self._due: list[Callable[[], None]] = []  # wake callbacks to call after the lock
 
-    def notify_locked(self) -> None:
-        """Wake every thread and task waiting on the flow (they re-check their condition)."""
-        self.changed.notify_all()
-        for loop, future in self._async_waiters:
-            with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits
-                loop.call_soon_threadsafe(_resolve, future)
-        self._async_waiters.clear()
+    def signal(self) -> Signal:
+        """A new condition of this flow, woken by :meth:`halt` too."""
+        signal = Signal(self.lock)
+        self._signals.append(signal)
+        return signal
 
     def fire_locked(self, wakes: list[Callable[[], None]]) -> None:
         """Schedule ``wakes`` (then emptied) to be called once the lock is released."""
@@ -71,31 +108,27 @@ class Hub:
         """Stop the flow: every wait, now or later, raises :class:`Halted`. Idempotent."""
         with self.lock:
             self.halted = True
-            self.notify_locked()
+            for signal in self._signals:
+                signal.notify_locked()
 
     def check_locked(self) -> None:
         if self.halted:
             raise Halted("the pipeline was stopped")
 
-    def wait_locked(self) -> None:
-        self.changed.wait(_RECHECK_SECONDS)
+    def wait_locked(self, signal: Signal, timeout: float | None = None) -> None:
+        signal.wait_locked(_RECHECK_SECONDS if timeout is None else timeout)
         self.check_locked()
-
-    def async_waiter_locked(self) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._async_waiters.append((loop, future))
-        return future
 
 
 class Budget:
     """How many items one stage may hold; counted under its hub's lock."""
 
-    __slots__ = ("bound", "held", "low_water", "room_wakes")
+    __slots__ = ("bound", "held", "low_water", "room", "room_wakes")
 
-    def __init__(self, bound: int) -> None:
+    def __init__(self, hub: Hub, bound: int) -> None:
         self.bound = bound
         self.held = 0
+        self.room = hub.signal()  # room was made
         # A taker waits until at least this much room is free (or all it wants fits).
         self.low_water = max(1, bound // 4)
         # Pool stages to wake when room is made (see Link.take_ready).
@@ -108,6 +141,7 @@ class Budget:
     def shrink_locked(self, hub: Hub, n: int) -> None:
         """``n`` items fewer are held: wake whoever waits for room."""
         self.held -= n
+        self.room.notify_locked()
         if self.room_wakes:
             hub.fire_locked(self.room_wakes)
 
@@ -127,6 +161,7 @@ class Link:
         self.count = 0  # items waiting here
         self.closed = False
         self.error: BaseException | None = None  # the input error that ended the flow
+        self.arrived = hub.signal()  # items arrived, or the link closed
         self._item_wakes: list[Callable[[], None]] = []  # a pool stage waiting for items
 
     # -- the producer's side ------------------------------------------------------------
@@ -146,7 +181,7 @@ class Link:
                 self._chunks.append(items)
                 self.count += len(items)
                 hub.fire_locked(self._item_wakes)
-            hub.notify_locked()
+                self.arrived.notify_locked()
         finally:
             hub.unlock_and_wake()
 
@@ -159,7 +194,7 @@ class Link:
                 self.closed = True
                 self.error = error
             hub.fire_locked(self._item_wakes)
-            hub.notify_locked()
+            self.arrived.notify_locked()
         finally:
             hub.unlock_and_wake()
 
@@ -216,8 +251,6 @@ class Link:
                 waits_on = self._item_wakes if not self.count else into.room_wakes
                 if wake not in waits_on:
                     waits_on.append(wake)
-            elif taken:
-                hub.notify_locked()  # room was made upstream
             return taken
         finally:
             hub.unlock_and_wake()
@@ -236,17 +269,16 @@ class Link:
                 hub.check_locked()
                 taken = self._take_locked(n, into)
                 if taken != []:
-                    break
+                    return taken
+                # Wait for what stands in the way: items here, or room in ``into``.
+                signal = into.room if self.count and into is not None else self.arrived
                 if deadline is not None:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return []
-                    hub.changed.wait(min(left, _RECHECK_SECONDS))
+                    hub.wait_locked(signal, min(left, _RECHECK_SECONDS))
                 else:
-                    hub.wait_locked()
-            if taken:
-                hub.notify_locked()  # room was made upstream
-            return taken
+                    hub.wait_locked(signal)
         finally:
             hub.unlock_and_wake()
 
@@ -260,7 +292,7 @@ class Link:
                 taken = self._take_locked(n, None)
                 if taken != []:
                     return taken
-                waiter = hub.async_waiter_locked()
+                waiter = self.arrived.async_waiter_locked()
             finally:
                 hub.unlock_and_wake()
             try:
@@ -277,7 +309,7 @@ class Link:
         hub = self.hub
         with hub.lock:
             while self.budget.free < min(n, self.budget.low_water):
-                hub.wait_locked()
+                hub.wait_locked(self.budget.room)
             hub.check_locked()
             granted = min(n, self.budget.free)
             self.budget.held += granted

@@ -774,7 +774,8 @@ class WorkerPool:
         """
         iterator = jobs if isinstance(jobs, LiveInput) else self._sync_input(jobs, "map")
         run = self._start("map", fn, jobs, None, options)
-        return cast(Iterator[list[Any]], self._register(self._batches(run, iterator, jobs), run))
+        batches = self._batches(run, iterator, jobs, stretch_by_item=False)
+        return cast(Iterator[list[Any]], self._register(batches, run))
 
     @staticmethod
     def _sync_input(jobs: object, method: str) -> Iterator[Any]:
@@ -799,7 +800,11 @@ class WorkerPool:
             batches.close()  # ends the call and closes the input, whoever stops first
 
     def _batches(
-        self, run: _Run[Any], iterator: Iterator[Any] | LiveInput, jobs: object
+        self,
+        run: _Run[Any],
+        iterator: Iterator[Any] | LiveInput,
+        jobs: object,
+        stretch_by_item: bool = True,
     ) -> Generator[list[Any], None, None]:
         """Drive one call; yield the items ready to hand out, a list at a time.
 
@@ -811,6 +816,9 @@ class WorkerPool:
         run.start_progress()
         ready, values, take = run.ready, run.values, run.ready.popleft
         gil_every = run.call.backend.gil_every
+        # A consumer stepping item by item holds the GIL through a stretch; one that
+        # takes lists (a pipeline stage) hands each on in one step.
+        longest = gil_every + 1 if stretch_by_item else 1 << 30
         since_release = 0
         try:
             while True:
@@ -821,9 +829,13 @@ class WorkerPool:
                     # (about 0.1 us a job less): up to where a refill of the input is
                     # due, and at most until the next release of the GIL.
                     due = run.taken - run.handed - run.refill_below
-                    stretch = min(len(ready), max(1, due), gil_every + 1)
+                    stretch = min(len(ready), max(1, due), longest)
                     run.handed += stretch  # no input is taken before the stretch is out
-                    batch = [take() for _ in range(stretch)]
+                    if stretch == len(ready):
+                        batch = list(ready)
+                        ready.clear()
+                    else:
+                        batch = [take() for _ in range(stretch)]
                     if values and run.failures:
                         yield from _until_failure(run, batch)
                     else:
