@@ -196,12 +196,8 @@ def cpu_flow(backend: str, turns: int, reports: dict[str, cf.PipelineReport]) ->
 
 
 def calibrate_cpu_job() -> tuple[int, float]:
-    """Turns of ``spin`` for about 2 ms of work, and the milliseconds they take.
-
-    The median of five calibrations: the first one in a process can come out low
-    (in one check 29,000 turns where the next seven found 44,000-50,000).
-    """
-    turns = int(statistics.median(calibrate_spin() for _ in range(5)))
+    """Turns of ``spin`` for about 2 ms of work, and the milliseconds they take."""
+    turns = calibrate_spin()
     start = time.perf_counter()
     for _ in range(20):
         spin(turns)

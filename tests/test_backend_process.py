@@ -237,6 +237,27 @@ def test_a_crash_loses_only_the_work_since_the_last_outcomes_sent(tmp_path: Path
     assert ran == Counter(range(20)), "a job that had finished before the crash ran again"
 
 
+def test_after_a_crash_outcomes_are_sent_ahead_after_every_job(tmp_path: Path) -> None:
+    # Jobs of 2 ms: a worker sends outcomes ahead every 4 ms, so a crash could lose the
+    # job before it; once the call has killed a worker it sends them every 0.5 ms.
+    runs = tmp_path / "runs"
+    runs.mkdir()
+
+    def job(index: int) -> int:
+        (runs / f"{index}-{os.getpid()}").touch()
+        if index in (5, 35):
+            os._exit(3)
+        time.sleep(0.002)
+        return index
+
+    with cf.WorkerPool(workers=1, backend="process", chunksize=20) as pool:
+        results = list(pool.results(job, range(40)))
+    assert Counter(result.index for result in results) == Counter(range(40))
+    assert sorted(result.index for result in results if not result.ok) == [5, 35]
+    ran = Counter(int(path.name.split("-")[0]) for path in runs.iterdir())
+    assert all(ran[index] == 1 for index in range(20, 35)), f"ran again after the crash: {ran}"
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_exactly_once_under_random_crashes(seed: int) -> None:
     rng = random.Random(seed)

@@ -11,8 +11,9 @@ a timeout touches only that slot's chunk:
   before each job, so the crash is charged to exactly that job (WorkerCrashed,
   retried per ``retries``); the chunk's other jobs go back on the channel, their
   lost attempt not counted. A worker sends the outcomes of a long chunk ahead every
-  few milliseconds of work (``FLUSH_SECONDS``), so those survive its death and only
-  the work since then runs again. (A worker that died between jobs has each job of
+  few milliseconds of work (``FLUSH_SECONDS``; every half millisecond for a call
+  that has already lost a worker), so those survive its death and only the work
+  since then runs again. (A worker that died between jobs has each job of
   the chunk run alone.)
 * **Timeout** (chunks hold one job then): the process is terminated (SIGTERM, then
   SIGKILL after a grace period) and replaced; the job fails with JobTimeout.
@@ -51,10 +52,20 @@ import cloudpickle
 from ._backend import Backend, Batch, Call, Collector, Fresh, Job, fail_chunk, pickled_function
 from ._channel import Channel
 from ._exceptions import ChannelClosed, RemoteError, WorkerCrashed
-from ._process_worker import KNOWN_FUNCTIONS, worker_main
+from ._process_worker import (
+    FLUSH_SECONDS,
+    FLUSH_SECONDS_AFTER_CRASH,
+    KNOWN_FUNCTIONS,
+    worker_main,
+)
 
 __all__ = ["ProcessBackend", "default_start_method"]
 
+_FORKSERVER_PRELOAD = [
+    "chanflow._process_worker",
+    "multiprocessing.sharedctypes",
+    "multiprocessing.popen_forkserver",
+]
 _names = itertools.count(1)
 _call_keys = itertools.count(1)
 
@@ -94,7 +105,10 @@ def _check_start_method(mp_context: object) -> BaseContext:
     else:
         raise TypeError(f"mp_context must be a start method name or a context, not {mp_context!r}")
     if context.get_start_method() == "forkserver":
-        context.set_forkserver_preload(["chanflow._process_worker"])
+        # What every worker needs, imported once by the server instead of by each child:
+        # the worker loop, and the shared-memory modules its progress counter (a
+        # RawValue) is rebuilt with (ctypes alone is a few ms a child).
+        context.set_forkserver_preload(_FORKSERVER_PRELOAD)
     return context
 
 
@@ -386,6 +400,7 @@ class ProcessBackend(Backend):
         self._lock = threading.Lock()
         self._slots: list[threading.Thread] = []
         self._fn_cache: dict[int, tuple[int, bytes | BaseException]] = {}
+        self._crash_prone: set[int] = set()  # ids of calls whose jobs killed a worker
         self._init_error: _InitFailed | None = None
 
     def default_buffer(self) -> int:
@@ -456,6 +471,11 @@ class ProcessBackend(Backend):
     def _forget(self, call_id: int) -> None:
         with self._lock:
             self._fn_cache.pop(call_id, None)
+            self._crash_prone.discard(call_id)
+
+    def _flush_seconds(self, call: Call) -> float:
+        """How often a worker sends ``call``'s outcomes ahead (see FLUSH_SECONDS)."""
+        return FLUSH_SECONDS_AFTER_CRASH if id(call) in self._crash_prone else FLUSH_SECONDS
 
     def _run_chunk(self, slot: _Slot, call: Call, chunk: list[Job] | Fresh) -> None:
         key, pickled = self._function(call)
@@ -497,7 +517,8 @@ class ProcessBackend(Backend):
         call.chunk_started()
         chunk = worker.next_chunk()
         try:
-            message = bytes(cloudpickle.dumps(("run", key, fresh.items, chunk, None)))
+            flush = self._flush_seconds(call)
+            message = bytes(cloudpickle.dumps(("run", key, fresh.items, chunk, None, flush)))
         except Exception:  # some item cannot be pickled: find it, job by job
             message = None
         if message is not None:
@@ -610,7 +631,8 @@ class ProcessBackend(Backend):
     ) -> tuple[_Worker | None, float]:
         """Send begun jobs and collect their outcomes: the worker to keep (or None), the time."""
         chunk = worker.next_chunk()
-        sendable, message = self._encode(key, jobs, collector, chunk, call.timeout)
+        flush = self._flush_seconds(call)
+        sendable, message = self._encode(key, jobs, collector, chunk, call.timeout, flush)
         if not sendable:
             return worker, 0.0
         parts = _Parts()
@@ -703,12 +725,17 @@ class ProcessBackend(Backend):
 
     @staticmethod
     def _encode(
-        key: int, jobs: list[Job], collector: Collector, chunk: int, timeout: float | None
+        key: int,
+        jobs: list[Job],
+        collector: Collector,
+        chunk: int,
+        timeout: float | None,
+        flush: float,
     ) -> tuple[list[Job], bytes]:
         """The jobs whose input can be pickled and their message; the others fail clearly."""
         try:
             items = [job.item for job in jobs]
-            return jobs, bytes(cloudpickle.dumps(("run", key, items, chunk, timeout)))
+            return jobs, bytes(cloudpickle.dumps(("run", key, items, chunk, timeout, flush)))
         except Exception:
             pass
         sendable = []
@@ -720,12 +747,15 @@ class ProcessBackend(Backend):
                 message = f"job {job.index} ({job.item!r:.200}) cannot be sent to a worker process"
                 collector.error(job, TypeError(f"{message}: {error}"))
         items = [job.item for job in sendable]
-        return sendable, bytes(cloudpickle.dumps(("run", key, items, chunk, timeout)))
+        return sendable, bytes(cloudpickle.dumps(("run", key, items, chunk, timeout, flush)))
 
     def _crashed(
         self, worker: _Worker, call: Call, jobs: list[Job], collector: Collector, done: int
     ) -> None:
         """The worker died running ``jobs``, the chunk's jobs after the ``done`` first ones."""
+        with self._lock:
+            if id(call) in self._fn_cache:  # not once the call is over (see _forget)
+                self._crash_prone.add(id(call))
         _reap(worker.process, TERMINATE_GRACE)
         death = _death(worker.process)
         position = worker.progress.value - done

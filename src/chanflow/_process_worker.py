@@ -5,8 +5,9 @@ imports as little as it can. Every message is a cloudpickled tuple sent with
 ``Connection.send_bytes``:
 
 parent -> worker: ``("fn", key, fn_bytes)`` registers a call's function;
-``("run", key, items, chunk, timeout)`` runs it over ``items`` (``chunk`` numbers the
-chunk, ``timeout`` is the per-attempt timeout or None); ``("stop",)`` ends the
+``("run", key, items, chunk, timeout, flush)`` runs it over ``items`` (``chunk``
+numbers the chunk, ``timeout`` is the per-attempt timeout or None, ``flush`` how
+often to send outcomes ahead, in seconds); ``("stop",)`` ends the
 worker. On the lifeline pipe, the parent writes the number of a chunk to cancel.
 worker -> parent: ``("ready",)`` once the initializer ran, or
 ``("init-failed", error_text)``; ``("loaded", key)`` once a function is loaded (one
@@ -14,7 +15,7 @@ that cannot be, for example because a module it needs cannot be imported here,
 fails each of its jobs saying so); ``("done", failures, values, seconds)`` per chunk:
 ``values`` in item order (None where a job failed), ``failures`` by position, each
 ``(error or None, type_name, message, traceback)``. A chunk that runs longer than
-``FLUSH_SECONDS`` sends its outcomes so far ahead, as ``("part", failures, values,
+``flush`` seconds sends its outcomes so far ahead, as ``("part", failures, values,
 0.0)`` messages (positions relative to each message); ``done`` carries the rest.
 
 A worker ignores SIGINT (the parent decides what Ctrl-C means) and exits by itself
@@ -48,8 +49,11 @@ KNOWN_FUNCTIONS = 16
 _state: dict[str, Any] | None = None
 
 # A worker sends the outcomes of a long chunk ahead at least this often, so that a
-# crash loses at most this much finished work (the rest of its chunk runs again).
+# crash loses at most this much finished work (the rest of its chunk runs again);
+# more often for a call whose jobs have killed a worker (each message costs some
+# 20-50 us, worth it only where crashes happen).
 FLUSH_SECONDS = 0.004
+FLUSH_SECONDS_AFTER_CRASH = 0.0005
 
 
 def worker_state_dict() -> dict[str, Any] | None:
@@ -200,18 +204,18 @@ def _load(fn_bytes: bytes) -> Any:
 
 
 def _run(
-    fn: Any, items: list[Any], progress: Any, scope: JobScope, conn: Connection
+    fn: Any, items: list[Any], progress: Any, scope: JobScope, conn: Connection, flush: float
 ) -> tuple[dict[int, Failure], list[Any]]:
     """Run ``fn`` over ``items``: the failures by position, and the values (None where failed).
 
-    Outcomes are sent ahead as ``part`` messages whenever ``FLUSH_SECONDS`` of work
+    Outcomes are sent ahead as ``part`` messages whenever ``flush`` seconds of work
     have gone by; what is returned is the rest (positions relative to it).
     """
     failures: dict[int, Failure] = {}
     values: list[Any] = []
     append = values.append
     now = time.perf_counter
-    flush_at = now() + FLUSH_SECONDS
+    flush_at = now() + flush
     try:
         for position, item in enumerate(items):
             progress.value = position  # if this job kills the process, the parent knows it
@@ -229,7 +233,7 @@ def _run(
                 conn.send_bytes(_encode_outcomes("part", failures, values, 0.0))
                 failures, values = {}, []
                 append = values.append
-                flush_at = now() + FLUSH_SECONDS
+                flush_at = now() + flush
     finally:
         scope.end_chunk()
     return failures, values
@@ -292,10 +296,10 @@ def worker_main(conn: Connection, lifeline: Connection, progress: Any, initializ
             return
         kind = message[0]
         if kind == "run":
-            _, key, items, chunk, timeout = message
+            _, key, items, chunk, timeout, flush = message
             scope.begin_chunk(chunk, timeout)
             started = time.perf_counter()
-            failures, values = _run(functions[key], items, progress, scope, conn)
+            failures, values = _run(functions[key], items, progress, scope, conn, flush)
             seconds = time.perf_counter() - started
             conn.send_bytes(_encode_outcomes("done", failures, values, seconds))
         elif kind == "fn":
