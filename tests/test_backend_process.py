@@ -216,45 +216,40 @@ def test_a_crash_fails_only_the_job_that_caused_it() -> None:
     assert all(result.attempts == 1 for result in results if result.ok)
 
 
-def test_a_crash_loses_only_the_work_since_the_last_outcomes_sent(tmp_path: Path) -> None:
-    # One chunk of 20 slow jobs, job 15 crashes: the outcomes of jobs 0-14 were sent
-    # ahead (each job takes longer than the flush interval), so none of them runs twice.
+def run_recording_runs(
+    tmp_path: Path, *, jobs: int, crashing: set[int], seconds: float
+) -> tuple[list[cf.Result[int]], Counter[int]]:
+    """Jobs that take ``seconds`` (the ``crashing`` ones kill their worker) in chunks of
+    20 on one worker: their Results (each job once) and how many times each job ran."""
     runs = tmp_path / "runs"
     runs.mkdir()
 
     def job(index: int) -> int:
         (runs / f"{index}-{os.getpid()}").touch()
-        if index == 15:
+        if index in crashing:
             os._exit(3)
-        time.sleep(0.006)
+        time.sleep(seconds)
         return index
 
     with cf.WorkerPool(workers=1, backend="process", chunksize=20) as pool:
-        results = list(pool.results(job, range(20)))
-    assert Counter(result.index for result in results) == Counter(range(20))
+        results = list(pool.results(job, range(jobs)))
+    assert Counter(result.index for result in results) == Counter(range(jobs))
+    return results, Counter(int(path.name.split("-")[0]) for path in runs.iterdir())
+
+
+def test_a_crash_loses_only_the_work_since_the_last_outcomes_sent(tmp_path: Path) -> None:
+    # One chunk of 20 slow jobs, job 15 crashes: the outcomes of jobs 0-14 were sent
+    # ahead (each job takes longer than the flush interval), so none of them runs twice.
+    results, ran = run_recording_runs(tmp_path, jobs=20, crashing={15}, seconds=0.006)
     assert [result.index for result in results if not result.ok] == [15]
-    ran = Counter(int(path.name.split("-")[0]) for path in runs.iterdir())
     assert ran == Counter(range(20)), "a job that had finished before the crash ran again"
 
 
 def test_after_a_crash_outcomes_are_sent_ahead_after_every_job(tmp_path: Path) -> None:
     # Jobs of 2 ms: a worker sends outcomes ahead every 4 ms, so a crash could lose the
     # job before it; once the call has killed a worker it sends them every 0.5 ms.
-    runs = tmp_path / "runs"
-    runs.mkdir()
-
-    def job(index: int) -> int:
-        (runs / f"{index}-{os.getpid()}").touch()
-        if index in (5, 35):
-            os._exit(3)
-        time.sleep(0.002)
-        return index
-
-    with cf.WorkerPool(workers=1, backend="process", chunksize=20) as pool:
-        results = list(pool.results(job, range(40)))
-    assert Counter(result.index for result in results) == Counter(range(40))
+    results, ran = run_recording_runs(tmp_path, jobs=40, crashing={5, 35}, seconds=0.002)
     assert sorted(result.index for result in results if not result.ok) == [5, 35]
-    ran = Counter(int(path.name.split("-")[0]) for path in runs.iterdir())
     assert all(ran[index] == 1 for index in range(20, 35)), f"ran again after the crash: {ran}"
 
 

@@ -20,12 +20,12 @@ from chanflow._retry import RetryPolicy
 from chanflow._stats import StatsRecorder
 
 
-def make_call(backend: ThreadBackend, delivered: list[Result[Any]]) -> Call:
-    def deliver(outcome: Outcome) -> None:
-        delivered.extend(outcome.results() if isinstance(outcome, Done) else outcome)
-
+def call_of(
+    backend: ThreadBackend, fn: Callable[[Any], Any], deliver: Callable[[Outcome], None]
+) -> Call:
+    """A call of ``fn`` with no retries, timeout or rate, its outcomes to ``deliver``."""
     return Call(
-        lambda job: job * 2,
+        fn,
         backend=backend,
         policy=RetryPolicy.build(),
         timeout=None,
@@ -34,6 +34,13 @@ def make_call(backend: ThreadBackend, delivered: list[Result[Any]]) -> Call:
         context=cf.background().with_cancel(),
         deliver=deliver,
     )
+
+
+def make_call(backend: ThreadBackend, delivered: list[Result[Any]]) -> Call:
+    def deliver(outcome: Outcome) -> None:
+        delivered.extend(outcome.results() if isinstance(outcome, Done) else outcome)
+
+    return call_of(backend, lambda job: job * 2, deliver)
 
 
 def test_close_joins_a_worker_registered_but_not_yet_started(
@@ -86,17 +93,7 @@ def fresh_call(
         delivered.append(outcome)
         done.set()
 
-    call = Call(
-        fn,
-        backend=backend,
-        policy=RetryPolicy.build(),
-        timeout=None,
-        limiter=None,
-        stats=StatsRecorder(),
-        context=cf.background().with_cancel(),
-        deliver=deliver,
-    )
-    return call, done
+    return call_of(backend, fn, deliver), done
 
 
 def test_a_fresh_chunk_that_all_returned_arrives_as_one_batch_of_values() -> None:
