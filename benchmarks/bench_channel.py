@@ -551,6 +551,15 @@ def timed(run: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def loop(fn: Callable[[int], int], arg: Callable[[int], int]) -> Callable[[int], float]:
+    """A contestant: seconds a plain loop takes to call ``fn(arg(job))`` for n jobs."""
+
+    def seconds(n: int) -> float:
+        return timed(lambda: [fn(arg(job)) for job in range(n)])
+
+    return seconds
+
+
 def median(results: Results, key: tuple[str, str]) -> float | None:
     """The median us/item of ``key`` in ``results``, None if it was not measured."""
     samples = results.get(key)

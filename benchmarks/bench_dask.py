@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import chanflow as cf
-from bench_channel import Contestant, Results, Scenario, measure_all, median, timed
+from bench_channel import Contestant, Results, Scenario, loop, measure_all, median, timed
 from jobs import calibrate_spin, noop, spin
 
 __all__ = ["CLUSTER_SIZES", "dask_lines", "measure_dask"]
@@ -64,13 +64,6 @@ def dask_map(
             del futures
 
         return timed(run)
-
-    return seconds
-
-
-def loop(fn: Callable[[int], int], arg: Callable[[int], int]) -> Callable[[int], float]:
-    def seconds(n: int) -> float:
-        return timed(lambda: [fn(arg(job)) for job in range(n)])
 
     return seconds
 

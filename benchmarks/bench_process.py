@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import chanflow as cf
-from bench_channel import Contestant, Results, Scenario, median, timed
+from bench_channel import Contestant, Results, Scenario, loop, median, timed
 from jobs import calibrate_spin, crashing, noop, spin
 
 try:
@@ -123,13 +123,6 @@ def mpire_map(fn: Callable[[int], int], arg: Callable[[int], int]) -> Callable[[
                 pool.map(fn, [arg(job) for job in range(n)])
 
         return timed(run)
-
-    return seconds
-
-
-def loop(fn: Callable[[int], int], arg: Callable[[int], int]) -> Callable[[int], float]:
-    def seconds(n: int) -> float:
-        return timed(lambda: [fn(arg(job)) for job in range(n)])
 
     return seconds
 
