@@ -622,6 +622,11 @@ class Backend(ABC):
         """
         self.submit(call, Fresh(start, items).jobs(call))
 
+    def submit_chunked(self, call: Call, start: int, items: list[Any], size: int) -> None:
+        """Queue the first attempt of ``items`` in chunks of ``size``. Never blocks."""
+        for begin in range(0, len(items), size):
+            self.submit_items(call, start + begin, items[begin : begin + size])
+
     @abstractmethod
     def close(self) -> None:
         """Stop the workers after their current jobs and wait for them (blocking)."""

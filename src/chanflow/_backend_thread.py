@@ -11,7 +11,7 @@ finally returns.
 from __future__ import annotations
 
 import itertools
-import math
+import queue
 import threading
 import time
 from time import monotonic
@@ -29,8 +29,6 @@ from ._backend import (
     enter_slot,
     leave_slot,
 )
-from ._channel import Channel
-from ._exceptions import ChannelClosed
 from ._timer import schedule
 
 __all__ = ["ThreadBackend"]
@@ -51,19 +49,41 @@ class ThreadBackend(Backend):
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self._queue: Channel[Chunk] = Channel(math.inf)
+        # A C queue, not a Channel: a worker parks on it and is woken at a fraction of a
+        # Channel's cost (no waiter object per park), which is most of a 1-job chunk's
+        # hand-off when a thousand threads share the GIL. None is the close sentinel.
+        self._queue: queue.SimpleQueue[Chunk | None] = queue.SimpleQueue()
+        self._closed = False
+        self._parked: list[None] = []  # one entry per worker blocked on the queue
         self._lock = threading.Lock()
         self._workers: set[threading.Thread] = set()
         self._abandoned: set[threading.Thread] = set()
         self._starting = 0  # workers started but not yet running
 
     def submit(self, call: Call, jobs: list[Job] | Fresh) -> None:
-        try:
-            self._queue.send_nowait((call, jobs))
-        except ChannelClosed:
-            raise RuntimeError("the worker pool is closed") from None
-        if len(self._queue):  # nobody was parked to take it at once
+        self._put([(call, jobs)])
+
+    def submit_chunked(self, call: Call, start: int, items: list[Any], size: int) -> None:
+        if call.paced:
+            super().submit_chunked(call, start, items, size)
+            return
+        self._put(
+            [(call, Fresh(start + at, items[at : at + size])) for at in range(0, len(items), size)]
+        )
+
+    def _put(self, chunks: list[Chunk]) -> None:
+        put = self._queue.put
+        with self._lock:  # atomic with close(): no chunk lands behind the sentinel
+            if self._closed:
+                raise RuntimeError("the worker pool is closed")
+            for chunk in chunks:
+                put(chunk)
+        if self._unclaimed() > 0:  # more chunks waiting than workers parked to take them
             self._grow(unless_starting=True)
+
+    def _unclaimed(self) -> int:
+        """Chunks queued beyond those the parked workers are about to take (a snapshot)."""
+        return self._queue.qsize() - len(self._parked)
 
     def submit_items(self, call: Call, start: int, items: list[Any]) -> None:
         if call.paced:  # per-job deadlines and rate tokens: one Job each
@@ -81,7 +101,7 @@ class ThreadBackend(Backend):
         consumer's thread.
         """
         with self._lock:
-            if len(self._workers) >= self.workers or self._queue.closed:
+            if len(self._workers) >= self.workers or self._closed:
                 return
             if unless_starting and self._starting:
                 return
@@ -104,19 +124,26 @@ class ThreadBackend(Backend):
         with self._lock:
             self._starting -= 1
         for _ in range(2):
-            if len(self._queue) <= 1:  # the one left is for this worker
+            if self._unclaimed() <= 1:  # the one left is for this worker
                 return
             self._grow()
 
     def _work(self) -> None:
         me = threading.current_thread()
         self._spread()
-        queue = self._queue
+        work = self._queue
+        parked = self._parked
         while True:
             try:
-                call, jobs = queue.recv()
-            except ChannelClosed:
+                chunk = work.get_nowait()
+            except queue.Empty:
+                parked.append(None)  # list.append and pop are atomic: no lock needed
+                chunk = work.get()
+                parked.pop()
+            if chunk is None:  # closed: pass the sentinel on to the next worker
+                work.put(None)
                 break
+            call, jobs = chunk
             if isinstance(jobs, Fresh):
                 self._run_fresh(call, jobs)
             elif not self._run_chunk(call, jobs):
@@ -249,7 +276,9 @@ class ThreadBackend(Backend):
         self._grow()  # keep the pool's capacity
 
     def close(self) -> None:
-        self._queue.close()
+        with self._lock:
+            self._closed = True
+            self._queue.put(None)
         while True:
             with self._lock:
                 workers = list(self._workers)

@@ -345,12 +345,22 @@ class _Run(Generic[T]):
         in_flight = self.taken - self.returned
         if not self.call.calibrated:
             room = min(room, self.first_fill - in_flight)
-        if room <= 0 or (room < self._chunk() and in_flight):
+        if room <= 0 or (room < self._refill_step() and in_flight):
             return 0
         return room
 
     def _chunk(self) -> int:
         return min(self.call.chunk_size(), self.chunk_cap)
+
+    def _refill_step(self) -> int:
+        """Take input only once this much room is free while jobs are in flight.
+
+        At least a whole chunk; and at least a sixteenth of the buffer, so that
+        one-job chunks (slow jobs) are taken and queued a few dozen at a time rather
+        than one per item handed out, which costs the consumer's thread a refill per
+        job while a thousand workers want the GIL.
+        """
+        return max(self._chunk(), self.buffer >> 4)
 
     def accept(self, items: list[Any]) -> None:
         """Hand freshly taken items to the backend, in chunks."""
@@ -358,17 +368,14 @@ class _Run(Generic[T]):
             call, start = self.call, self.taken
             self.taken += len(items)
             self.stats.submitted(len(items))
-            size = self._chunk()
-            submit = call.backend.submit_items
-            for begin in range(0, len(items), size):
-                submit(call, start + begin, items[begin : begin + size])
+            call.backend.submit_chunked(call, start, items, self._chunk())
         # Below this many jobs held, a whole chunk fits again: the consumer's hot loop
         # compares against it instead of calling want() per item.
         self._set_refill()
 
     def _set_refill(self) -> None:
         waiting = self.exhausted or self.awaiting_input
-        self.refill_below = -1 if waiting else max(0, self.buffer - self._chunk())
+        self.refill_below = -1 if waiting else max(0, self.buffer - self._refill_step())
 
     def input_empty(self) -> None:
         """The live input had nothing: take none until it nudges (see LiveInput)."""
