@@ -18,6 +18,7 @@ from chanflow._backend_thread import ThreadBackend
 from chanflow._result import Result
 from chanflow._retry import RetryPolicy
 from chanflow._stats import StatsRecorder
+from helpers import wait_until
 
 
 def call_of(
@@ -74,6 +75,35 @@ def test_submit_after_close_is_refused() -> None:
     backend.close()
     with pytest.raises(RuntimeError, match="closed"):
         backend.submit(call, [Job(call, 0, 1)])
+
+
+def test_chunks_queued_before_close_all_run_once() -> None:
+    backend = ThreadBackend(workers=2)
+    delivered: list[Result[Any]] = []
+    call = make_call(backend, delivered)
+    for index in range(50):
+        backend.submit(call, [Job(call, index, index)])
+    backend.close()  # the workers drain the queue before they see it closed
+    assert sorted(result.value for result in delivered) == [2 * index for index in range(50)]
+
+
+def test_the_pool_grows_to_its_limit_while_some_workers_are_parked() -> None:
+    # Parked workers take only as many chunks as there are of them: the rest must
+    # still start new workers, or jobs that need each other (a barrier) never meet.
+    parties = 24
+    backend = ThreadBackend(workers=parties)
+    warm_up: list[Outcome] = []
+    call, _ = fresh_call(backend, lambda item: item, warm_up)
+    backend.submit_chunked(call, 0, list(range(4)), 1)
+    wait_until(lambda: sum(len(outcome) for outcome in warm_up) == 4, 5.0)
+    barrier = threading.Barrier(parties, timeout=10.0)
+    met: list[Outcome] = []
+    call, _ = fresh_call(backend, lambda item: barrier.wait() >= 0, met)
+    backend.submit_chunked(call, 0, list(range(parties)), 1)
+    wait_until(lambda: sum(len(outcome) for outcome in met) == parties, 15.0)
+    backend.close()
+    assert all(isinstance(outcome, Returned) for outcome in met), met
+    assert delivered_values(met) == [True] * parties
 
 
 # -- fresh chunks: first attempts run as a plain loop ---------------------------------

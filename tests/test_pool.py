@@ -287,6 +287,39 @@ def test_the_in_flight_bound_holds_for_any_buffer(
 
 
 @each_backend_and_style
+def test_slow_jobs_take_the_input_a_sixteenth_of_the_buffer_at_a_time(
+    backend: Backend, style: Style
+) -> None:
+    # One-job chunks (slow jobs) must not cost a refill per item handed out: while jobs
+    # are in flight the consumer takes input only once buffer / 16 items fit.
+    buffer, items = 64, 400
+    source = Source(range(items))
+    pulled_at_each_item: list[int] = []
+
+    def body(job: int) -> Steps:
+        yield Sleep(0.002)  # ten chunks' worth of work: one job per chunk
+        return job
+
+    outcome = style.run(
+        backend,
+        "map",
+        body,
+        source,
+        pool={"workers": 4, "buffer": buffer},
+        on_item=lambda item: pulled_at_each_item.append(source.pulled),
+    )
+    assert outcome.error is None
+    assert outcome.items == list(range(items))
+    steps = [
+        later - earlier
+        for earlier, later in itertools.pairwise(pulled_at_each_item)
+        if later > earlier and later < items  # the last refill may find the input short
+    ]
+    assert steps, pulled_at_each_item
+    assert min(steps) >= buffer // 16, steps
+
+
+@each_backend_and_style
 def test_one_slow_job_in_ordered_mode_keeps_the_in_flight_bound(
     backend: Backend, style: Style
 ) -> None:
