@@ -322,8 +322,10 @@ class _Run(Generic[T]):
         self.progress = ProgressReporter.create(self._progress_setting, self._total, self._name)
 
     def _deliver(self, outcome: Outcome) -> None:
-        with contextlib.suppress(ChannelClosed):  # the consumer has gone
+        try:  # once per chunk: a try costs less than contextlib.suppress
             self.outcomes.send_nowait(outcome)
+        except ChannelClosed:  # the consumer has gone
+            pass
 
     def nudge(self) -> None:
         """Wake the consumer to look at its live input again (an empty outcome)."""
