@@ -1,7 +1,7 @@
-"""The thread backend: a bounded set of worker threads fed by one unbounded channel.
+"""The thread backend: a bounded set of worker threads fed by one unbounded queue.
 
-Workers start on demand (when a chunk finds no worker parked) up to the pool's
-limit, take one chunk at a time, and exit when the pool closes the channel. A
+Workers start on demand (when more chunks wait than workers are parked) up to the
+pool's limit, take one chunk at a time, and exit when the pool closes the queue. A
 thread cannot be killed, so a job that runs past its ``timeout`` is reported as
 JobTimeout by the timer thread, which also starts a replacement worker so the pool
 keeps its capacity; the stuck thread drops its late result and exits when its job

@@ -336,8 +336,9 @@ class _Run(Generic[T]):
     def want(self) -> int:
         """How many items to take from the input now (0: none).
 
-        Waits until a whole chunk fits before taking more while jobs are in flight,
-        so that jobs reach the workers in chunks rather than one by one; and until
+        Waits until a refill step (a whole chunk, at least a sixteenth of the buffer)
+        fits before taking more while jobs are in flight, so that jobs reach the
+        workers in chunks and batches rather than one by one; and until
         the call's chunk size is calibrated, keeps at most ``first_fill`` jobs in
         flight (so a process pool does not split its buffer into one-job chunks).
         """
@@ -371,7 +372,7 @@ class _Run(Generic[T]):
             self.taken += len(items)
             self.stats.submitted(len(items))
             call.backend.submit_chunked(call, start, items, self._chunk())
-        # Below this many jobs held, a whole chunk fits again: the consumer's hot loop
+        # Below this many jobs held, a refill step fits again: the consumer's hot loop
         # compares against it instead of calling want() per item.
         self._set_refill()
 
