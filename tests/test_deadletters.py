@@ -174,6 +174,35 @@ def test_a_full_channel_applies_backpressure() -> None:
     assert channel.recv(timeout=1).index == 1
 
 
+def test_put_unless_gives_up_on_a_full_channel_once_stop_closes() -> None:
+    channel: Channel[Result[Any]] = Channel(1)
+    stop: Channel[None] = Channel()
+    sink = ChannelSink(channel)
+    assert sink.put_unless(failure(index=0), stop)  # room: sent
+    outcome: list[bool] = []
+    thread = threading.Thread(target=lambda: outcome.append(sink.put_unless(failure(), stop)))
+    thread.start()
+    thread.join(0.1)
+    assert thread.is_alive()  # waiting for room
+    stop.close()
+    thread.join(timeout=2)
+    assert outcome == [False]
+    assert channel.recv_nowait().index == 0 and len(channel) == 0  # nothing more sent
+
+
+@pytest.mark.parametrize("kind", ["callable", "path"])
+def test_put_unless_delivers_at_once_on_sinks_that_never_wait(tmp_path: Path, kind: str) -> None:
+    got: list[Result[Any]] = []
+    spec = got.append if kind == "callable" else tmp_path / "dead.jsonl"
+    sink = make_dead_letter_sink(spec)
+    assert sink is not None
+    stop: Channel[None] = Channel()
+    stop.close()  # even a stopped flow's last dead letter is written: it costs no wait
+    assert sink.put_unless(failure(), stop)
+    sink.close()
+    assert len(got) == 1 if kind == "callable" else len(read_lines(tmp_path / "dead.jsonl")) == 1
+
+
 def test_a_closed_channel_raises() -> None:
     channel: Channel[Result[Any]] = Channel(1)
     channel.close()

@@ -330,6 +330,31 @@ def test_a_stage_dead_letter_channel_gets_results_with_the_stage() -> None:
     assert {r.stage for r in failed} == {"m"} and not any(r.ok for r in failed)
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["map", "filter"])
+def test_a_stage_blocked_on_a_full_dead_letter_channel_stops_with_the_flow(inline: bool) -> None:
+    # Nobody reads the dead letters: the stage waits on the full channel (backpressure)
+    # until the flow is stopped, then leaves at once instead of blocking forever.
+    letters: cf.Channel[cf.Result[Any]] = cf.Channel(1)
+    context = cf.background().with_cancel()
+    flow = cf.Pipeline(range(100), context=context)
+    if inline:
+        flow = flow.filter(fails_on_multiples_of(1, 0), dead_letters=letters)
+    else:
+        flow = flow.map(fails_on_multiples_of(1, 0), dead_letters=letters)
+    consumer = cf.go(list, flow)
+    wait_until(lambda: len(letters) == 1, PROMPT)
+    context.cancel()
+    started = time.monotonic()
+    with pytest.raises(cf.Cancelled):
+        consumer.result(timeout=15.0)
+    assert time.monotonic() - started < PROMPT
+    wait_until(
+        lambda: not [t for t in threading.enumerate() if t.name.startswith("chanflow-pipeline")],
+        PROMPT,
+    )
+    assert len(letters) == 1  # the stopped stage sent no more
+
+
 def test_dead_letter_without_a_sink_is_refused_when_the_stage_is_added() -> None:
     with pytest.raises(ValueError, match="dead_letters"):
         cf.Pipeline(range(3)).map(square, on_error="dead_letter")

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from ._channel import Channel
 from ._result import Result
+from ._select import Recv, Send, select
 
 __all__ = ["DeadLetterSink", "make_dead_letter_sink"]
 
@@ -47,6 +48,15 @@ class DeadLetterSink(ABC):
         """Async twin of :meth:`put`, for an event loop: never blocks the loop on a channel."""
         _check_failed(result)
         await self._adeliver(result)
+
+    def put_unless(self, result: Result[Any], stop: Channel[Any]) -> bool:
+        """Like :meth:`put`, but give up if ``stop`` is closed first: False then.
+
+        Only a channel sink waits for room, so only it can give up; the others
+        deliver at once and return True.
+        """
+        self.put(result)
+        return True
 
     @abstractmethod
     def _deliver(self, result: Result[Any]) -> None: ...
@@ -83,6 +93,10 @@ class ChannelSink(DeadLetterSink):
 
     async def _adeliver(self, result: Result[Any]) -> None:
         await self.channel.asend(result)
+
+    def put_unless(self, result: Result[Any], stop: Channel[Any]) -> bool:
+        _check_failed(result)
+        return select(Send(self.channel, result), Recv(stop)).index == 0
 
     def __repr__(self) -> str:
         return f"ChannelSink({self.channel!r})"

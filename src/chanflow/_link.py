@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ._channel import Channel
 from ._exceptions import Cancelled
 
 __all__ = ["Budget", "Halted", "Hub", "Link"]
@@ -83,6 +84,9 @@ class Hub:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.halted = False
+        # Closed at halt, for waits outside the flow's links (a select on a
+        # dead-letter channel) to stop with the flow.
+        self.stopped: Channel[None] = Channel()
         self._signals: list[Signal] = []
         self._due: list[Callable[[], None]] = []  # wake callbacks to call after the lock
 
@@ -110,6 +114,7 @@ class Hub:
             self.halted = True
             for signal in self._signals:
                 signal.notify_locked()
+        self.stopped.close()
 
     def check_locked(self) -> None:
         if self.halted:

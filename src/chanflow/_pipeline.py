@@ -715,7 +715,8 @@ class _StageRun:
             self.meter.skipped += 1
             return
         assert self.sink is not None, "checked when the stage was added"
-        self.sink.put(result)
+        if not self.sink.put_unless(result, self.run.hub.stopped):
+            raise Halted("the pipeline was stopped")  # while the sink was full
         self.meter.dead_lettered += 1
 
     def _failed_in_pool(self, result: Result[Any]) -> None:
