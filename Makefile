@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict src tests/typing
+	$(BIN)/mypy --strict src tests/typing examples
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest

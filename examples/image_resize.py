@@ -36,7 +36,7 @@ THUMBNAIL = (240, 180)
 def make_image(path: Path, seed: int) -> None:
     """A picture with detail in it (a Lanczos resize of a flat colour would be free)."""
     image = Image.effect_mandelbrot(SIZE, (-2.0 + seed % 7 * 0.01, -1.2, 1.0, 1.2), 60)
-    image = Image.merge("RGB", (image, image.rotate(90, expand=False), image.transpose(0)))
+    image = Image.merge("RGB", (image, image.rotate(90, expand=False), image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
     image.save(path, quality=90)
 
 
@@ -46,7 +46,7 @@ def thumbnail(job: tuple[str, str]) -> tuple[int, int]:
     with Image.open(source) as image:
         small = image.convert("RGB").resize(THUMBNAIL, Image.Resampling.LANCZOS)
     small.save(target, quality=85)
-    return small.size
+    return small.width, small.height
 
 
 def in_a_loop(jobs: list[tuple[str, str]]) -> list[tuple[int, int]]:
