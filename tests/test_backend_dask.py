@@ -135,6 +135,26 @@ def test_what_cannot_be_pickled_fails_its_own_job_clearly(client: Any) -> None:
     assert "function" in str(bad_function.error)
 
 
+def rebuilt_nowhere() -> None:
+    raise RuntimeError("this object cannot be rebuilt")
+
+
+class LoadsNowhere:
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return rebuilt_nowhere, ()
+
+
+def test_a_result_the_client_cannot_unpickle_fails_clearly(client: Any) -> None:
+    def body(job: int) -> object:
+        return LoadsNowhere() if job == 1 else job
+
+    with cf.WorkerPool(backend="dask", chunksize=1) as pool:
+        results = list(pool.results(body, range(3), ordered=True))
+    assert [result.ok for result in results] == [True, False, True]
+    assert isinstance(results[1].error, cf.RemoteError)
+    assert "cannot be unpickled in the parent process" in str(results[1].error)
+
+
 def test_coroutine_functions_and_current_context_run_on_the_workers(client: Any) -> None:
     async def double(job: int) -> int:
         await asyncio.sleep(0.001)

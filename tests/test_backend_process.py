@@ -122,6 +122,64 @@ def test_what_cannot_be_pickled_fails_its_own_job_clearly(pool: cf.WorkerPool) -
     assert "cannot be sent back" in str(back[0].error)
 
 
+class NeedsTwoArguments(Exception):
+    """Pickles fine, but unpickling calls ``__init__`` with the message alone."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
+def rebuilt_nowhere() -> None:
+    raise RuntimeError("this object cannot be rebuilt")
+
+
+class LoadsNowhere:
+    """A result whose unpickling fails (as a class the parent cannot import would)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return rebuilt_nowhere, ()
+
+
+def test_an_error_that_cannot_be_rebuilt_comes_back_as_its_text(pool: cf.WorkerPool) -> None:
+    # Once, this error hung the pool: the parent failed to unpickle the chunk's reply.
+    def body(job: int) -> int:
+        if job == 3:
+            raise NeedsTwoArguments(42, "broken")
+        return job
+
+    results = {result.index: result for result in pool.results(body, range(8))}
+    bad = results.pop(3)
+    assert isinstance(bad.error, cf.RemoteError)
+    assert bad.error.type_name == "NeedsTwoArguments"
+    assert "42: broken" in str(bad.error)
+    assert bad.traceback is not None and "NeedsTwoArguments: 42: broken" in bad.traceback
+    assert {index: result.value for index, result in results.items()} == {
+        job: job for job in range(8) if job != 3
+    }
+
+
+@pytest.mark.parametrize("chunksize", [1, None])
+def test_a_result_the_parent_cannot_unpickle_fails_its_message_not_the_pool(
+    chunksize: int | None,
+) -> None:
+    def body(job: int) -> object:
+        return LoadsNowhere() if job == 5 else job
+
+    with cf.WorkerPool(workers=2, backend="process", chunksize=chunksize) as pool:
+        results = {result.index: result for result in pool.results(body, range(40))}
+        assert sorted(results) == list(range(40))  # every job came out, once
+        bad = results[5]
+        assert isinstance(bad.error, cf.RemoteError)
+        assert "cannot be unpickled in the parent process" in str(bad.error)
+        assert "this object cannot be rebuilt" in str(bad.error)
+        lost = {index for index, result in results.items() if not result.ok}
+        if chunksize == 1:
+            assert lost == {5}  # one job per message: only its own outcome is lost
+        assert all(results[job].value == job for job in set(range(40)) - lost)
+        assert list(pool.map(square, range(10))) == [job * job for job in range(10)]
+
+
 def test_an_unpicklable_function_fails_every_job_without_hanging(pool: cf.WorkerPool) -> None:
     lock = threading.Lock()
     results = list(pool.results(lambda job: lock.locked(), range(3)))

@@ -65,6 +65,7 @@ from ._backend import Backend, Batch, Call, Collector, Fresh, Job, fail_chunk, p
 from ._backend_process import _collect
 from ._channel import Channel
 from ._exceptions import ChannelClosed, JobTimeout, WorkerCrashed
+from ._process_worker import decode_outcomes
 from ._timer import TimerHandle, schedule_at
 
 __all__ = ["DaskBackend", "DaskRunner"]
@@ -646,7 +647,7 @@ class DaskRunner(Backend):
     def _settle(self, chunk: _Chunk, status: str, result: Any) -> None:
         call = chunk.call
         if status == "finished":
-            _, failures, values, seconds = cloudpickle.loads(result)
+            _, failures, values, seconds = decode_outcomes(result)
             fresh = chunk.jobs
             if isinstance(fresh, Fresh) and not failures:
                 assert chunk.first_start is not None

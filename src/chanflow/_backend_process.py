@@ -56,6 +56,8 @@ from ._process_worker import (
     FLUSH_SECONDS,
     FLUSH_SECONDS_AFTER_CRASH,
     KNOWN_FUNCTIONS,
+    decode_outcomes,
+    is_outcomes,
     worker_main,
 )
 
@@ -238,9 +240,12 @@ class _Worker:
             return ...
         if self.conn in ready:
             try:
-                message = cloudpickle.loads(self.conn.recv_bytes())
+                data = self.conn.recv_bytes()
             except (EOFError, OSError):
                 return None
+            if is_outcomes(data):
+                return decode_outcomes(data)
+            message = cloudpickle.loads(data)
             if message[0] == "loaded":
                 self._loaded.add(message[1])
                 return ...

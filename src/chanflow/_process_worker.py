@@ -2,7 +2,8 @@
 
 This module is what a worker process imports (the forkserver preloads it), so it
 imports as little as it can. Every message is a cloudpickled tuple sent with
-``Connection.send_bytes``:
+``Connection.send_bytes``, except outcomes (``part``, ``done``), which carry a small
+header first (see ``_OUTCOMES``):
 
 parent -> worker: ``("fn", key, fn_bytes)`` registers a call's function;
 ``("run", key, items, chunk, timeout, flush)`` runs it over ``items`` (``chunk``
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import threading
 import time
 import traceback
@@ -40,7 +42,15 @@ from ._context import Context, background
 from ._exceptions import JobTimeout
 from ._sync import is_async_callable
 
-__all__ = ["KNOWN_FUNCTIONS", "JobScope", "job_context", "worker_main", "worker_state_dict"]
+__all__ = [
+    "KNOWN_FUNCTIONS",
+    "JobScope",
+    "decode_outcomes",
+    "is_outcomes",
+    "job_context",
+    "worker_main",
+    "worker_state_dict",
+]
 
 # A worker keeps the functions of this many calls, forgetting the oldest first; the
 # parent mirrors the same bookkeeping, so it always knows which ones to send again.
@@ -240,22 +250,38 @@ def _run(
 
 
 def _portable_failure(failure: Failure) -> Failure:
+    """``failure``, or its text alone if its error would not come back to life elsewhere.
+
+    A round trip, not just a dump: an exception whose ``__init__`` takes other
+    arguments than its message pickles fine and fails to unpickle.
+    """
     try:
-        cloudpickle.dumps(failure[0])
+        cloudpickle.loads(cloudpickle.dumps(failure[0]))
         return failure
     except Exception:
         return None, failure[1], failure[2], failure[3]  # keep the text at least
+
+
+# A ``part`` or ``done`` message is this header, then the pickled ``(failures,
+# values)``. The header alone says how many jobs the message covers, so that a parent
+# that cannot unpickle what they returned (a class it cannot import, a __reduce__
+# that fails there) fails exactly those jobs instead of losing track of the chunk.
+# Other messages are plain pickles, which never start with the marker byte.
+_OUTCOMES = struct.Struct("<c?Id")  # marker, done (else part), jobs covered, seconds
+_MARKER = b"O"
 
 
 def _encode_outcomes(
     kind: str, failures: dict[int, Failure], values: list[Any], seconds: float
 ) -> bytes:
     """A ``part`` or ``done`` message; what cannot be pickled becomes a failure saying so."""
+    header = _OUTCOMES.pack(_MARKER, kind == "done", len(values), seconds)
+    if failures:  # rare: check each error can come back before trusting the whole
+        failures = {position: _portable_failure(f) for position, f in failures.items()}
     try:
-        return bytes(cloudpickle.dumps((kind, failures, values, seconds)))
+        return header + bytes(cloudpickle.dumps((failures, values)))
     except Exception:
         pass
-    failures = {position: _portable_failure(f) for position, f in failures.items()}
     for position, value in enumerate(values):
         if position in failures:
             continue
@@ -265,7 +291,34 @@ def _encode_outcomes(
             message = f"the job's result {value!r:.200} cannot be sent back: {error}"
             failures[position] = (None, "PicklingError", message, "")
             values[position] = None
-    return bytes(cloudpickle.dumps((kind, failures, values, seconds)))
+    return header + bytes(cloudpickle.dumps((failures, values)))
+
+
+def is_outcomes(data: bytes) -> bool:
+    """Whether a worker's message is a ``part`` or ``done`` message (see decode_outcomes)."""
+    return data[:1] == _MARKER
+
+
+def decode_outcomes(data: bytes) -> tuple[str, dict[int, Failure], list[Any], float]:
+    """``(kind, failures, values, seconds)`` of a ``part`` or ``done`` message.
+
+    If the outcomes cannot be unpickled here, each job the message covers fails with
+    a failure saying so (a RemoteError once it reaches its Result): one bad value
+    costs the outcomes sent with it, at most a chunk's, never the pool.
+    """
+    _, done, count, seconds = _OUTCOMES.unpack_from(data)
+    kind = "done" if done else "part"
+    try:
+        failures, values = cloudpickle.loads(memoryview(data)[_OUTCOMES.size :])
+    except Exception as error:
+        message = (
+            f"the outcomes of {count} jobs came back from their worker process in one "
+            f"message that cannot be unpickled in the parent process ({type(error).__name__}: "
+            f"{error}); this job ran there, but what it returned or raised is lost"
+        )
+        failure: Failure = (None, "UnpicklingError", message, "")
+        return kind, dict.fromkeys(range(count), failure), [None] * count, seconds
+    return kind, failures, values, seconds
 
 
 def worker_main(conn: Connection, lifeline: Connection, progress: Any, initializer: bytes) -> None:
