@@ -36,7 +36,8 @@ THUMBNAIL = (240, 180)
 def make_image(path: Path, seed: int) -> None:
     """A picture with detail in it (a Lanczos resize of a flat colour would be free)."""
     image = Image.effect_mandelbrot(SIZE, (-2.0 + seed % 7 * 0.01, -1.2, 1.0, 1.2), 60)
-    image = Image.merge("RGB", (image, image.rotate(90, expand=False), image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    mirrored = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    image = Image.merge("RGB", (image, image.rotate(90, expand=False), mirrored))
     image.save(path, quality=90)
 
 
