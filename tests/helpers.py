@@ -7,6 +7,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import chanflow as cf
+from chanflow._backend import Backend, Call, Done, Outcome
+from chanflow._result import Result
+from chanflow._retry import RetryPolicy
+from chanflow._stats import StatsRecorder
+
 
 def run_threads(*targets: Callable[[], object], timeout: float = 20.0) -> None:
     """Start one thread per target, join them all, and re-raise the first failure."""
@@ -78,3 +84,26 @@ class ConcurrencyMeter:
     def leave(self) -> None:
         with self._lock:
             self.inside -= 1
+
+
+def call_of(backend: Backend, fn: Callable[[Any], Any], deliver: Callable[[Outcome], None]) -> Call:
+    """A call of ``fn`` on ``backend`` with no retries, timeout or rate; outcomes to ``deliver``."""
+    return Call(
+        fn,
+        backend=backend,
+        policy=RetryPolicy.build(),
+        timeout=None,
+        limiter=None,
+        stats=StatsRecorder(),
+        context=cf.background().with_cancel(),
+        deliver=deliver,
+    )
+
+
+def results_into(delivered: list[Result[Any]]) -> Callable[[Outcome], None]:
+    """A ``deliver`` that appends every outcome's Results to ``delivered``."""
+
+    def deliver(outcome: Outcome) -> None:
+        delivered.extend(outcome.results() if isinstance(outcome, Done) else outcome)
+
+    return deliver

@@ -25,6 +25,10 @@ from typing import IO, Any, cast
 import pytest
 
 import chanflow as cf
+from chanflow._backend import Job
+from chanflow._backend_process import ProcessBackend
+from chanflow._result import Result
+from helpers import call_of, results_into
 
 
 class Boom(Exception):
@@ -247,6 +251,27 @@ def test_rate_tokens_are_taken_once_a_worker_can_start_the_job() -> None:
 def test_a_50_mb_result_comes_back(pool: cf.WorkerPool) -> None:
     [blob] = pool.map(lambda size: b"x" * size, [50 * 1024 * 1024])
     assert len(blob) == 50 * 1024 * 1024
+
+
+def test_a_chunk_queued_as_the_backend_closes_fails_once_not_silently(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The first chunk is queued, then the pool closes before a slot could start for
+    # it: nobody will run it, so its job must come out as an error, not vanish.
+    backend = ProcessBackend(workers=1, mp_context=None)
+    delivered: list[Result[Any]] = []
+    call = call_of(backend, square, results_into(delivered))
+    real_start_slots = ProcessBackend._start_slots
+
+    def close_first(self: ProcessBackend) -> None:
+        self.close()
+        real_start_slots(self)
+
+    monkeypatch.setattr(ProcessBackend, "_start_slots", close_first)
+    backend.submit(call, [Job(call, 0, 3)])
+    [result] = delivered
+    assert isinstance(result.error, RuntimeError)
+    assert "closed before the job started" in str(result.error)
 
 
 def test_workers_default_to_the_cpu_count() -> None:

@@ -13,35 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chanflow as cf
-from chanflow._backend import Batch, Call, Done, Job, Outcome, Returned
+from chanflow._backend import Batch, Call, Job, Outcome, Returned
 from chanflow._backend_thread import ThreadBackend
 from chanflow._result import Result
-from chanflow._retry import RetryPolicy
-from chanflow._stats import StatsRecorder
-from helpers import wait_until
-
-
-def call_of(
-    backend: ThreadBackend, fn: Callable[[Any], Any], deliver: Callable[[Outcome], None]
-) -> Call:
-    """A call of ``fn`` with no retries, timeout or rate, its outcomes to ``deliver``."""
-    return Call(
-        fn,
-        backend=backend,
-        policy=RetryPolicy.build(),
-        timeout=None,
-        limiter=None,
-        stats=StatsRecorder(),
-        context=cf.background().with_cancel(),
-        deliver=deliver,
-    )
+from helpers import call_of, results_into, wait_until
 
 
 def make_call(backend: ThreadBackend, delivered: list[Result[Any]]) -> Call:
-    def deliver(outcome: Outcome) -> None:
-        delivered.extend(outcome.results() if isinstance(outcome, Done) else outcome)
-
-    return call_of(backend, lambda job: job * 2, deliver)
+    return call_of(backend, lambda job: job * 2, results_into(delivered))
 
 
 def test_close_joins_a_worker_registered_but_not_yet_started(
@@ -85,6 +64,65 @@ def test_chunks_queued_before_close_all_run_once() -> None:
         backend.submit(call, [Job(call, index, index)])
     backend.close()  # the workers drain the queue before they see it closed
     assert sorted(result.value for result in delivered) == [2 * index for index in range(50)]
+
+
+def test_a_chunk_queued_as_the_backend_closes_still_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first chunk is queued, then the pool closes before a worker could start for
+    # it: close() must not leave it stranded (a submit() Future would never complete).
+    backend = ThreadBackend(workers=2)
+    delivered: list[Result[Any]] = []
+    call = make_call(backend, delivered)
+    real_grow = ThreadBackend._grow
+
+    def close_first(self: ThreadBackend, unless_starting: bool = False) -> None:
+        self.close()
+        real_grow(self, unless_starting)
+
+    monkeypatch.setattr(ThreadBackend, "_grow", close_first)
+    backend.submit(call, [Job(call, 0, 21)])
+    assert [result.value for result in delivered] == [42]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    workers=st.integers(1, 6),
+    submitters=st.integers(1, 4),
+    chunks=st.integers(1, 25),
+    close_after=st.integers(0, 60),
+)
+def test_submits_racing_close_each_run_once_or_are_refused(
+    workers: int, submitters: int, chunks: int, close_after: int
+) -> None:
+    backend = ThreadBackend(workers=workers)
+    delivered: list[Result[Any]] = []
+    call = make_call(backend, delivered)
+    accepted: list[int] = []
+    refused: list[int] = []
+    go = threading.Event()
+
+    def submit_all(first: int) -> None:
+        go.wait(5.0)
+        for index in range(first, first + chunks):
+            try:
+                backend.submit(call, [Job(call, index, index)])
+            except RuntimeError:
+                refused.append(index)
+            else:
+                accepted.append(index)
+
+    threads = [threading.Thread(target=submit_all, args=(n * chunks,)) for n in range(submitters)]
+    for thread in threads:
+        thread.start()
+    go.set()
+    wait_until(lambda: len(accepted) + len(refused) >= min(close_after, submitters * chunks))
+    backend.close()
+    for thread in threads:
+        thread.join(10.0)
+    # Whatever was accepted ran exactly once by the time close() returned, or was
+    # accepted after it (then refused): nothing in between is lost.
+    ran = sorted(result.index for result in delivered)
+    assert ran == sorted(accepted)
+    assert sorted(accepted + refused) == list(range(submitters * chunks))
 
 
 def test_the_pool_grows_to_its_limit_while_some_workers_are_parked() -> None:

@@ -123,6 +123,10 @@ class AsyncBackend(Backend):
         self._stop()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A chunk queued just as the pool closed, before a first worker task could
+        # start for it, runs here: its jobs were accepted.
+        for call, jobs in self._queue:
+            await self._run_chunk(call, jobs)
 
     def close(self) -> None:
         """Stop the workers from another thread, blocking until they are done.

@@ -792,6 +792,10 @@ class ProcessBackend(Backend):
             slots = list(self._slots)
         for slot in slots:
             slot.join()
+        # A chunk queued just as the pool closed, before a first slot could start for
+        # it, has nobody to run it now: its jobs fail, once, saying so.
+        for call, jobs in self._queue:
+            fail_chunk(call, jobs, RuntimeError("the worker pool closed before the job started"))
 
 
 class _Parts:

@@ -275,6 +275,26 @@ class ThreadBackend(Backend):
             self._abandoned = {t for t in self._abandoned if t.is_alive()}
         self._grow()  # keep the pool's capacity
 
+    def _run_stranded(self) -> None:
+        """Run, on the closing thread, chunks queued just as the pool closed.
+
+        A chunk queued before the sentinel normally finds a worker; but if the pool
+        closed between the queueing and the start of a first worker, none exists.
+        Its jobs were accepted, so they run (or, their call cancelled, are counted so).
+        """
+        while True:
+            try:
+                chunk = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if chunk is None:
+                continue
+            call, jobs = chunk
+            if isinstance(jobs, Fresh):
+                self._run_fresh(call, jobs)
+            else:
+                self._run_chunk(call, jobs)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -292,6 +312,8 @@ class ThreadBackend(Backend):
                     thread.join()
                 with self._lock:
                     self._workers.discard(thread)
+        self._run_stranded()
         deadline = monotonic() + ABANDONED_JOIN_SECONDS
         for thread in list(self._abandoned):
-            thread.join(max(0.0, deadline - monotonic()))
+            if thread is not threading.current_thread():  # see _run_stranded
+                thread.join(max(0.0, deadline - monotonic()))
