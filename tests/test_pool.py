@@ -640,6 +640,36 @@ def test_a_callable_backoff_sets_the_delay_between_attempts(backend: Backend, st
 
 
 @each_backend_and_style
+@pytest.mark.parametrize(
+    ("backoff", "expected"),
+    [
+        pytest.param(lambda attempt: 1 / 0, ZeroDivisionError, id="raises"),
+        pytest.param(lambda attempt: "soon", TypeError, id="not-a-number"),
+        pytest.param(lambda attempt: -1.0, ValueError, id="negative"),
+    ],
+)
+def test_a_broken_backoff_ends_its_job_with_the_backoffs_error(
+    backend: Backend, style: Style, backoff: Any, expected: type[Exception]
+) -> None:
+    # Once, a backoff that raised killed the worker that asked it, and the pool hung.
+    def body(job: int) -> int:
+        if job == 2:
+            raise Flaky(job)
+        return job
+
+    outcome = style.run(
+        backend, "results", body, range(6), pool={"retries": 2, "backoff": backoff}, ordered=True
+    )
+    assert outcome.error is None
+    assert [result.index for result in outcome.items] == list(range(6))
+    bad = outcome.items[2]
+    assert isinstance(bad.error, expected)
+    assert isinstance(bad.error.__cause__, Flaky)  # the job's own failure, kept
+    assert bad.attempts == 1  # no retry was scheduled
+    assert [result.value for result in outcome.items if result.index != 2] == [0, 1, 3, 4, 5]
+
+
+@each_backend_and_style
 def test_a_backoff_object_keeps_its_delays_under_its_cap(backend: Backend, style: Style) -> None:
     starts = backend.log()
 

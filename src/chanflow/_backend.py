@@ -511,15 +511,23 @@ class Call:
         """The attempt raised ``error``: schedule a retry (None) or return the final Result.
 
         ``traceback`` is the error's traceback text when it was formatted elsewhere
-        (in a worker process); by default it is formatted from ``error``.
+        (in a worker process); by default it is formatted from ``error``. If a
+        callable ``backoff`` raises (or returns no valid delay) when asked for the
+        retry's delay, the job ends with that error instead, ``error`` as its cause.
         """
         job.release_context()
         if isinstance(error, JobTimeout):
             self.stats.timed_out()
         if not self.cancelled and self.policy.should_retry(error, job.attempts):
-            self.stats.retried()
-            self._retry_later(job, self.policy.delay(job.attempts))
-            return None
+            try:
+                delay = self.policy.delay(job.attempts)
+            except Exception as broken:  # the user's backoff: the job ends with its error
+                broken.__cause__ = error
+                error, traceback = broken, None
+            else:
+                self.stats.retried()
+                self._retry_later(job, delay)
+                return None
         elapsed = monotonic() - job.first_start
         text = format_error(error) if traceback is None else traceback
         return Result(job.item, job.index, None, error, job.attempts, elapsed, text)
