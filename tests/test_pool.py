@@ -38,7 +38,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chanflow as cf
-from helpers import wait_until
+from chanflow._backend import Call
+from helpers import HookCapture, wait_until
 from pool_helpers import (
     BACKENDS,
     DASK_THREADS_PER_WORKER,
@@ -226,6 +227,38 @@ def test_result_fields(backend: Backend, style: Style) -> None:
         bad.unwrap()
     assert isinstance(bad.traceback, str)
     assert "Boom: bad job" in bad.traceback
+
+
+@each_backend_and_style
+def test_a_worker_killed_by_a_bug_fails_its_consumer_instead_of_hanging(
+    backend: Backend, style: Style, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fault injected into chanflow's own bookkeeping (no job ever does this): the
+    # worker that meets it dies with its chunk, and whoever waits for that chunk must
+    # get an error saying so, not wait for ever.
+    real_chunk_ended = Call.chunk_ended
+    broken: list[bool] = []
+
+    def chunk_ended_broken_once(self: Call, outcome: Any, ran: int, seconds: float) -> None:
+        if not broken:
+            broken.append(True)
+            raise RuntimeError("injected bug")
+        real_chunk_ended(self, outcome, ran, seconds)
+
+    monkeypatch.setattr(Call, "chunk_ended", chunk_ended_broken_once)
+    with HookCapture():  # the dying thread's report (threads and slots)
+        outcome = style.run(backend, "results", identity, range(50), pool={"workers": 2})
+    assert outcome.seconds < PROMPT + 1.0
+    if backend.name == "dask":
+        # The Dask backend settles chunks in callbacks that catch what goes wrong: the
+        # chunk's jobs fail with the bug, and every job still comes out once.
+        assert outcome.error is None
+        assert sorted(result.index for result in outcome.items) == list(range(50))
+        assert any("injected bug" in str(result.error) for result in outcome.items)
+        return
+    assert isinstance(outcome.error, RuntimeError), outcome
+    assert "bug in chanflow" in str(outcome.error)
+    assert "injected bug" in str(outcome.error.__cause__)
 
 
 # -- backpressure ---------------------------------------------------------------------------

@@ -592,6 +592,10 @@ class Backend(ABC):
 
     kind: str = "?"
     workers: int  # how many jobs run at once, at most
+    # What killed a worker thread or task of this backend, if something ever did: a
+    # bug of chanflow's own (a job's failure is its Result). The chunk it held is lost,
+    # so consumers waiting on this backend fail with it rather than wait for ever.
+    failure: BaseException | None = None
     # Chunks aim at about this much work: enough to make a hand-off cheap per job,
     # little enough that the head-of-line delay inside a chunk stays unnoticeable.
     chunk_seconds: float = 0.0002
@@ -655,6 +659,19 @@ def pickled_function(fn: Any, where: str) -> bytes | BaseException:
         return bytes(cloudpickle.dumps(fn))
     except Exception as error:
         return TypeError(f"the job function {fn!r} cannot be sent to {where}: {error}")
+
+
+def broken_backend_error(backend: Backend) -> RuntimeError | None:
+    """The error for a consumer of ``backend`` once one of its workers died (else None)."""
+    failure = backend.failure
+    if failure is None:
+        return None
+    error = RuntimeError(
+        f"a worker of the {backend.kind} backend failed ({type(failure).__name__}: {failure}); "
+        "the jobs it held are lost. This is a bug in chanflow: please report it"
+    )
+    error.__cause__ = failure
+    return error
 
 
 def fail_chunk(call: Call, jobs: list[Job] | Fresh, error: BaseException) -> None:

@@ -62,8 +62,11 @@ class AsyncBackend(Backend):
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
-        if not task.cancelled():
-            task.exception()  # a worker never fails; this only marks it retrieved
+        if task.cancelled():
+            return
+        error = task.exception()  # retrieved: a worker fails only by a bug of ours
+        if error is not None and self.failure is None:
+            self.failure = error  # its consumers fail with it rather than wait for ever
 
     async def _work(self) -> None:
         queue = self._queue

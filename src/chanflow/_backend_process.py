@@ -458,6 +458,10 @@ class ProcessBackend(Backend):
             slot.prepare_spare(lambda: self._spare(None, b""))
             for call, jobs in self._queue:
                 self._run_chunk(slot, call, jobs)
+        except BaseException as error:  # a bug of ours: fail the consumers, not hang them
+            if self.failure is None:
+                self.failure = error
+            raise  # and let threading.excepthook report it
         finally:
             slot.stop()
 

@@ -129,8 +129,19 @@ class ThreadBackend(Backend):
             self._grow()
 
     def _work(self) -> None:
-        me = threading.current_thread()
-        self._spread()
+        try:
+            self._spread()
+            self._serve()
+        except BaseException as error:  # a bug of ours: fail the consumers, not hang them
+            if self.failure is None:
+                self.failure = error
+            raise  # and let threading.excepthook report it
+        finally:
+            with self._lock:
+                self._workers.discard(threading.current_thread())
+
+    def _serve(self) -> None:
+        """Run chunks until the pool closes, or until abandoned after a timeout."""
         work = self._queue
         parked = self._parked
         while True:
@@ -148,8 +159,6 @@ class ThreadBackend(Backend):
                 self._run_fresh(call, jobs)
             elif not self._run_chunk(call, jobs):
                 return  # abandoned after a timeout: a replacement took our place
-        with self._lock:
-            self._workers.discard(me)
 
     def _run_fresh(self, call: Call, fresh: Fresh) -> None:
         """Run the first attempts of a fresh chunk (no timeout, no rate) at a loop's cost.

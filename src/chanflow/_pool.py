@@ -53,7 +53,7 @@ from typing import (
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from ._backend import Backend, Call, Job, Outcome, Returned
+from ._backend import Backend, Call, Job, Outcome, Returned, broken_backend_error
 from ._backend_async import AsyncBackend, LoopThread
 from ._backend_dask import DaskBackend, DaskRunner
 from ._backend_process import ProcessBackend
@@ -443,9 +443,13 @@ class _Run(Generic[T]):
         return self.exhausted and self.returned == self.taken and not self.ready and not self.dead
 
     def waited_too_long(self) -> None:
-        """Nothing came back for a while: fail if the call was cancelled from elsewhere."""
+        """Nothing came back for a while: fail if the call was cancelled from elsewhere,
+        or if a worker of its backend died (see Backend.failure)."""
         if self.call.cancelled:
             raise _closed_while_running()
+        broken = broken_backend_error(self.call.backend)
+        if broken is not None:
+            raise broken
 
     def report_progress(self) -> None:
         progress, call_stats = self.progress, self.call_stats
