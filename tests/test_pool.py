@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, cast
@@ -36,6 +37,8 @@ from typing import IO, Any, cast
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rich.console import Console
+from rich.progress import Progress
 
 import chanflow as cf
 from chanflow._backend import Call
@@ -1376,15 +1379,46 @@ def test_an_async_job_cancelled_from_inside_fails_alone() -> None:
 
 
 def test_progress_on_a_rich_progress_object() -> None:
-    from rich.console import Console
-    from rich.progress import Progress
-
     console = Console(file=open(os.devnull, "w"), force_terminal=True)  # noqa: SIM115
     try:
         with Progress(console=console) as progress, cf.WorkerPool(workers=2) as pool:
             assert list(pool.map(identity, range(30), progress=progress)) == list(range(30))
             [task] = progress.tasks
             assert task.completed == 30
+    finally:
+        console.file.close()
+
+
+class CountsItsLength:
+    """A lazy input whose ``len()`` is costly (an ORM query set loads every row for it)."""
+
+    def __init__(self, n: int, broken: bool = False) -> None:
+        self.n = n
+        self.broken = broken
+        self.asked = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.n))
+
+    def __len__(self) -> int:
+        self.asked += 1
+        if self.broken:
+            raise RuntimeError("the database is away")
+        return self.n
+
+
+def test_the_input_length_is_asked_only_for_a_progress_bar() -> None:
+    quiet, broken = CountsItsLength(20), CountsItsLength(20, broken=True)
+    console = Console(file=open(os.devnull, "w"), force_terminal=True)  # noqa: SIM115
+    try:
+        with Progress(console=console) as progress, cf.WorkerPool(workers=2) as pool:
+            assert list(pool.map(identity, quiet)) == list(range(20))
+            assert quiet.asked == 0  # no bar, no len()
+            # A bar: its ETA wants the length; an input whose len() fails just has none.
+            assert list(pool.map(identity, broken, progress=progress)) == list(range(20))
+            assert broken.asked == 1
+            [task] = progress.tasks
+            assert (task.total, task.completed) == (None, 20)
     finally:
         console.file.close()
 

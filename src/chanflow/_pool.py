@@ -510,10 +510,17 @@ def _consecutive_runs(outcome: Outcome) -> list[Outcome]:
     return list(runs)
 
 
-def _total_of(jobs: object) -> int | None:
+def _total_of(jobs: object, progress: object) -> int | None:
+    """How many jobs, for the progress bar's ETA; only asked when a bar is shown.
+
+    Only then: ``len()`` of some lazy inputs loads them whole (an ORM query set), and
+    one that fails just means no ETA.
+    """
+    if not progress:
+        return None
     try:
         return len(jobs)  # type: ignore[arg-type]
-    except TypeError:
+    except Exception:
         return None
 
 
@@ -727,7 +734,7 @@ class WorkerPool:
             owns_sink=owns_sink,
             values=values,
             ordered=ordered,
-            total=_total_of(jobs),
+            total=_total_of(jobs, settings.progress),
         )
 
     @overload
