@@ -101,6 +101,10 @@ def no_backoff(attempt: int) -> float:
     return 0.0
 
 
+def double(job: int) -> int:
+    return job * 2
+
+
 def identity(job: Any) -> Any:
     return job
 
@@ -262,6 +266,35 @@ def test_a_worker_killed_by_a_bug_fails_its_consumer_instead_of_hanging(
     assert isinstance(outcome.error, RuntimeError), outcome
     assert "bug in chanflow" in str(outcome.error)
     assert "injected bug" in str(outcome.error.__cause__)
+
+
+@pytest.mark.parametrize("kind", ["thread", "async", "process"])
+def test_a_worker_killed_by_a_bug_fails_submitted_futures_and_refuses_more_work(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_chunk_ended = Call.chunk_ended
+    broken: list[bool] = []
+
+    def chunk_ended_broken_once(self: Call, outcome: Any, ran: int, seconds: float) -> None:
+        if not broken:
+            broken.append(True)
+            raise RuntimeError("injected bug")
+        real_chunk_ended(self, outcome, ran, seconds)
+
+    async def adouble(job: int) -> int:
+        return job * 2
+
+    job = adouble if kind == "async" else double
+    monkeypatch.setattr(Call, "chunk_ended", chunk_ended_broken_once)
+    with HookCapture(), cf.WorkerPool(workers=2, backend=kind) as pool:
+        future = pool.submit(job, 21)
+        with pytest.raises(RuntimeError, match="bug in chanflow") as caught:
+            future.result(timeout=PROMPT)
+        assert "injected bug" in str(caught.value.__cause__)
+        with pytest.raises(RuntimeError, match="bug in chanflow"):
+            pool.submit(job, 1)  # the backend is broken: refused at once
+        with pytest.raises(RuntimeError, match="bug in chanflow"):
+            list(pool.map(job, range(3)))
 
 
 # -- backpressure ---------------------------------------------------------------------------

@@ -596,6 +596,7 @@ class Backend(ABC):
     # bug of chanflow's own (a job's failure is its Result). The chunk it held is lost,
     # so consumers waiting on this backend fail with it rather than wait for ever.
     failure: BaseException | None = None
+    on_failure: Callable[[Backend], object] | None = None  # set by the pool that owns it
     # Chunks aim at about this much work: enough to make a hand-off cheap per job,
     # little enough that the head-of-line delay inside a chunk stays unnoticeable.
     chunk_seconds: float = 0.0002
@@ -633,6 +634,14 @@ class Backend(ABC):
         :class:`Fresh` chunk instead. Never blocks.
         """
         self.submit(call, Fresh(start, items).jobs(call))
+
+    def died(self, error: BaseException) -> None:
+        """A worker thread or task died of ``error`` (a bug): record it, tell the owner."""
+        if self.failure is not None:
+            return
+        self.failure = error
+        if self.on_failure is not None:
+            self.on_failure(self)
 
     def submit_chunked(self, call: Call, start: int, items: list[Any], size: int) -> None:
         """Queue the first attempt of ``items`` in chunks of ``size``. Never blocks."""

@@ -65,8 +65,8 @@ class AsyncBackend(Backend):
         if task.cancelled():
             return
         error = task.exception()  # retrieved: a worker fails only by a bug of ours
-        if error is not None and self.failure is None:
-            self.failure = error  # its consumers fail with it rather than wait for ever
+        if error is not None:
+            self.died(error)  # its consumers fail with it rather than wait for ever
 
     async def _work(self) -> None:
         queue = self._queue

@@ -459,8 +459,7 @@ class ProcessBackend(Backend):
             for call, jobs in self._queue:
                 self._run_chunk(slot, call, jobs)
         except BaseException as error:  # a bug of ours: fail the consumers, not hang them
-            if self.failure is None:
-                self.failure = error
+            self.died(error)
             raise  # and let threading.excepthook report it
         finally:
             slot.stop()

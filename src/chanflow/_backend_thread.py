@@ -133,8 +133,7 @@ class ThreadBackend(Backend):
             self._spread()
             self._serve()
         except BaseException as error:  # a bug of ours: fail the consumers, not hang them
-            if self.failure is None:
-                self.failure = error
+            self.died(error)
             raise  # and let threading.excepthook report it
         finally:
             with self._lock:

@@ -676,12 +676,27 @@ class WorkerPool:
             if self._closed:
                 raise RuntimeError("the worker pool is closed")
             if kind == "thread":
-                return self._thread_locked()
-            if kind == "process":
-                return self._process_locked()
-            if kind == "dask":
-                return self._dask_locked()
-            return self._async_locked(loop)
+                backend: Backend = self._thread_locked()
+            elif kind == "process":
+                backend = self._process_locked()
+            elif kind == "dask":
+                backend = self._dask_locked()
+            else:
+                backend = self._async_locked(loop)
+            backend.on_failure = self._backend_died
+        broken = broken_backend_error(backend)
+        if broken is not None:  # one of its workers died of a bug: it takes no more work
+            raise broken
+        return backend
+
+    def _backend_died(self, backend: Backend) -> None:
+        """Fail the submitted futures waiting on ``backend``: their jobs may be lost."""
+        with self._lock:
+            doomed = [future for future, call in self._futures.items() if call.backend is backend]
+        error = broken_backend_error(backend)
+        for future in doomed:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                future.set_exception(error)
 
     def _thread_locked(self) -> ThreadBackend:
         if self._thread_backend is None:
