@@ -236,13 +236,9 @@ def test_result_fields(backend: Backend, style: Style) -> None:
     assert "Boom: bad job" in bad.traceback
 
 
-@each_backend_and_style
-def test_a_worker_killed_by_a_bug_fails_its_consumer_instead_of_hanging(
-    backend: Backend, style: Style, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A fault injected into chanflow's own bookkeeping (no job ever does this): the
-    # worker that meets it dies with its chunk, and whoever waits for that chunk must
-    # get an error saying so, not wait for ever.
+def break_chunk_ended_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inject a bug into chanflow's own bookkeeping (no job can cause this): the first
+    worker to end a chunk raises, as a bug of ours would, and dies."""
     real_chunk_ended = Call.chunk_ended
     broken: list[bool] = []
 
@@ -253,6 +249,15 @@ def test_a_worker_killed_by_a_bug_fails_its_consumer_instead_of_hanging(
         real_chunk_ended(self, outcome, ran, seconds)
 
     monkeypatch.setattr(Call, "chunk_ended", chunk_ended_broken_once)
+
+
+@each_backend_and_style
+def test_a_worker_killed_by_a_bug_fails_its_consumer_instead_of_hanging(
+    backend: Backend, style: Style, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker that meets the injected bug dies with its chunk, and whoever waits
+    # for that chunk must get an error saying so, not wait for ever.
+    break_chunk_ended_once(monkeypatch)
     with HookCapture():  # the dying thread's report (threads and slots)
         outcome = style.run(backend, "results", identity, range(50), pool={"workers": 2})
     assert outcome.seconds < PROMPT + 1.0
@@ -272,20 +277,11 @@ def test_a_worker_killed_by_a_bug_fails_its_consumer_instead_of_hanging(
 def test_a_worker_killed_by_a_bug_fails_submitted_futures_and_refuses_more_work(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_chunk_ended = Call.chunk_ended
-    broken: list[bool] = []
-
-    def chunk_ended_broken_once(self: Call, outcome: Any, ran: int, seconds: float) -> None:
-        if not broken:
-            broken.append(True)
-            raise RuntimeError("injected bug")
-        real_chunk_ended(self, outcome, ran, seconds)
-
     async def adouble(job: int) -> int:
         return job * 2
 
     job = adouble if kind == "async" else double
-    monkeypatch.setattr(Call, "chunk_ended", chunk_ended_broken_once)
+    break_chunk_ended_once(monkeypatch)
     with HookCapture(), cf.WorkerPool(workers=2, backend=kind) as pool:
         future = pool.submit(job, 21)
         with pytest.raises(RuntimeError, match="bug in chanflow") as caught:
