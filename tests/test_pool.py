@@ -6,7 +6,9 @@ consumed from sync code (``with`` + ``map``/``results``, on this thread) and fro
 thread and process backends are also driven from async code, and the async backend from
 sync code (where the pool owns an event loop thread). Job bodies are written once (see
 pool_helpers) and adapted to each backend; what they record goes through probes that work
-across processes. Only the public namespace ``chanflow`` is used.
+across processes. Only the public namespace ``chanflow`` is used, except by the
+worker-death tests, which inject a bug into ``chanflow._backend.Call`` (no public call
+can make a worker die).
 
 Bounds on "promptly" are generous (PROMPT seconds where the slow path takes 5 s); bounds on
 how much input is taken allow SLACK items beyond ``buffer``.
