@@ -101,12 +101,17 @@ def _per_job(seconds: Callable[[int], float]) -> Measure:
 # -- threads ------------------------------------------------------------------------------
 
 
-def pool_map(workers: int, fn: Callable[[int], int]) -> Callable[[int], float]:
-    """Wall seconds of ``WorkerPool(workers, thread).map(fn, range(n))``, pool start included."""
+def pool_map(
+    workers: int, fn: Callable[[int], int], buffer: int | None = None
+) -> Callable[[int], float]:
+    """Wall seconds of ``WorkerPool(workers, thread).map(fn, range(n))``, pool start included.
+
+    With the default window unless ``buffer`` is given.
+    """
 
     def seconds(n: int) -> float:
         def run() -> None:
-            with cf.WorkerPool(workers=workers, backend="thread") as pool:
+            with cf.WorkerPool(workers=workers, backend="thread", buffer=buffer) as pool:
                 for _ in pool.map(fn, range(n)):
                     pass
 
@@ -235,6 +240,10 @@ def build_pool_scenarios(scale: float) -> list[Scenario]:
         noop_jobs,
         [
             Contestant(POOL_MAP, _per_job(pool_map(THREAD_WORKERS, noop))),
+            Contestant(
+                f"WorkerPool({THREAD_WORKERS}, thread, buffer=256).map",
+                _per_job(pool_map(THREAD_WORKERS, noop, buffer=256)),
+            ),
             Contestant(
                 f"WorkerPool({THREAD_WORKERS}, thread).results(ordered=False)",
                 _per_job(pool_results_unordered),

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import chanflow as cf
-from chanflow._backend import Backend, Call, Done, Outcome
+from chanflow._backend import Backend, Call, Outcome, Returned
 from chanflow._result import Result
 from chanflow._retry import RetryPolicy
 from chanflow._stats import StatsRecorder
@@ -104,6 +104,6 @@ def results_into(delivered: list[Result[Any]]) -> Callable[[Outcome], None]:
     """A ``deliver`` that appends every outcome's Results to ``delivered``."""
 
     def deliver(outcome: Outcome) -> None:
-        delivered.extend(outcome.results() if isinstance(outcome, Done) else outcome)
+        delivered.extend(outcome.results() if isinstance(outcome, Returned) else outcome)
 
     return deliver

@@ -205,15 +205,18 @@ class Backend:
     timed_out_jobs: str
     # Where job bodies can report to the test: in memory, or through a manager process.
     probes: Probes
-    # The documented default of ``buffer`` per worker: two jobs, or two chunks of up to
-    # 512 jobs where chunking is what makes small jobs cheap (processes).
-    buffer_per_worker: int = 2
+    # The documented bound of the default window (docs/worker-pool.md, "The default
+    # window"): 1024 jobs (threads, asyncio) or two chunks of up to 512 jobs per worker
+    # (processes, Dask), never below two jobs per worker.
+    window_cap_per_worker: int = 0
+    window_cap: int = 1024
 
     def __str__(self) -> str:
         return self.name
 
-    def default_buffer(self, workers: int) -> int:
-        return self.buffer_per_worker * workers
+    def default_window_bound(self, workers: int) -> int:
+        """The most jobs a pool with no ``buffer=`` takes ahead of its consumer."""
+        return max(2 * workers, self.window_cap, self.window_cap_per_worker * workers)
 
     def log(self) -> Log[Any]:
         return self.probes.log()
@@ -231,14 +234,16 @@ class Backend:
 BACKENDS = (
     Backend("thread", thread_job, timed_out_jobs="runs on", probes=LOCAL),
     Backend("async", async_job, timed_out_jobs="cancelled", probes=LOCAL),
-    Backend("process", thread_job, timed_out_jobs="killed", probes=SHARED, buffer_per_worker=1024),
+    Backend(
+        "process", thread_job, timed_out_jobs="killed", probes=SHARED, window_cap_per_worker=1024
+    ),
 )
 # On Dask (the session's LocalCluster, see conftest.dask_client: the current client, which
 # backend="dask" uses) a timed-out job is abandoned on its worker and runs on, like a thread.
 if importlib.util.find_spec("distributed") is not None:
     BACKENDS += (
         Backend(
-            "dask", thread_job, timed_out_jobs="runs on", probes=SHARED, buffer_per_worker=1024
+            "dask", thread_job, timed_out_jobs="runs on", probes=SHARED, window_cap_per_worker=1024
         ),
     )
 

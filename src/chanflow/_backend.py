@@ -184,6 +184,17 @@ class Job:
             self._context is not None and self.deadline is not None and monotonic() >= self.deadline
         )
 
+    def expire_context(self) -> None:
+        """The attempt ran past its deadline: cancel its Context now, as DeadlineExceeded.
+
+        The Context's own timer does the same on the timer thread, which a busy
+        machine may run late; a backend about to stop the job calls this first, so
+        the job never sees itself stopped with its Context not yet cancelled.
+        """
+        context = self._context
+        if context is not None:
+            context._expire()
+
     def release_context(self) -> None:
         context = self._context
         if context is not None:
@@ -608,8 +619,31 @@ class Backend(ABC):
     gil_every: int = 255
 
     def default_buffer(self) -> int:
-        """The pool's ``buffer`` when none is given: jobs taken and not yet handed out."""
+        """The pool's ``buffer`` when none is given, before job durations are known.
+
+        Two jobs per worker: enough to keep every worker busy with slow jobs.
+        """
         return 2 * self.workers
+
+    def window_cap(self) -> int:
+        """The most jobs a default window grows to for cheap jobs (see default_window).
+
+        On threads and asyncio (one GIL) 1024 jobs are enough for chunks that amortise
+        a wake-up: measured, a no-op job costs about 0.6 us on 8 threads with them,
+        4 us with a window of 16. Never below :meth:`default_buffer`.
+        """
+        return max(self.default_buffer(), 1024)
+
+    def default_window(self, chunk: int) -> int:
+        """The default ``buffer`` of a call whose chunks now hold ``chunk`` jobs.
+
+        Two chunks per worker (one running, one waiting), so that cheap jobs travel
+        in chunks that amortise a wake-up, clamped between :meth:`default_buffer`
+        (slow jobs, one per chunk, keep ``2 * workers`` taken ahead) and
+        :meth:`window_cap`, the bound the docs state.
+        """
+        floor = self.default_buffer()
+        return max(floor, min(floor * chunk, self.window_cap()))
 
     def chunk_cap(self, buffer: int) -> int:
         """The largest chunk for a call with this ``buffer``.
