@@ -27,8 +27,10 @@ import pytest
 import chanflow as cf
 from chanflow._backend import Job
 from chanflow._backend_process import ProcessBackend
+from chanflow._process_worker import JobScope, _run, decode_outcomes
 from chanflow._result import Result
 from helpers import call_of, results_into
+from probes import Stamps
 
 
 class Boom(Exception):
@@ -695,3 +697,111 @@ def test_coroutine_functions_run_in_worker_processes(pool: cf.WorkerPool) -> Non
     assert 4.0 < left <= 5.0
     [timed_out] = pool.results(deadline_left, [30.0], timeout=0.1)
     assert isinstance(timed_out.error, cf.JobTimeout)
+
+
+# -- retries ----------------------------------------------------------------------------------
+
+
+def test_a_retry_does_not_wait_for_the_end_of_the_chunk_its_job_failed_in(
+    tmp_path: Path,
+) -> None:
+    # Job 0 fails first in a chunk of 20 that runs for ~0.2 s: the worker reports the
+    # failure at once, and the retry runs on the other worker while the chunk goes on
+    # (it used to wait for the chunk to end: a retry cost its chunk's time too).
+    stamps = Stamps(tmp_path / "stamps")
+
+    def job(index: int) -> int:
+        stamps.stamp(f"start-{index}")
+        if index == 0 and len(stamps.times("start-0")) == 1:
+            stamps.stamp("failed")
+            raise RuntimeError("flaky")  # builtin: the other worker loads no test module
+        time.sleep(0.01)
+        return index
+
+    pool = cf.WorkerPool(workers=2, backend="process", chunksize=20, retries=1, backoff=no_backoff)
+    with pool:
+        results = list(pool.results(job, range(20)))
+    assert sorted((r.index, r.ok, r.attempts) for r in results) == [
+        (index, True, 2 if index == 0 else 1) for index in range(20)
+    ]
+    [failed], [_, retry] = stamps.times("failed"), stamps.times("start-0")
+    chunk_end = stamps.times("start-19")[0] + 0.01
+    assert retry < chunk_end - 0.05, (retry - failed, chunk_end - failed)
+
+
+def test_retries_that_fall_due_together_travel_as_one_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Jobs 0-19 fail while job 20 of their chunk keeps the only worker busy: their
+    # retries wait in the queue side by side, and go as one chunk, not one round trip
+    # to the worker each (the last retry waited for all the others).
+    chunks: list[int] = []
+    real_run_chunk = ProcessBackend._run_chunk
+
+    def run_chunk(self: ProcessBackend, slot: Any, call: Any, chunk: Any) -> None:
+        chunks.append(len(chunk))
+        real_run_chunk(self, slot, call, chunk)
+
+    monkeypatch.setattr(ProcessBackend, "_run_chunk", run_chunk)
+
+    def job(index: int) -> int:
+        if index < 20 and cf.worker_state().setdefault(index, 0) == 0:
+            cf.worker_state()[index] = 1
+            raise RuntimeError("flaky")
+        if index == 20:
+            time.sleep(0.2)
+        return index
+
+    pool = cf.WorkerPool(workers=1, backend="process", chunksize=21, retries=1, backoff=no_backoff)
+    with pool:
+        results = list(pool.results(job, range(21)))
+    assert sorted((r.index, r.ok) for r in results) == [(index, True) for index in range(21)]
+    assert chunks == [21, 20]
+
+
+class _Outbox:
+    """Stands for a worker's pipe to the parent: keeps the outcomes sent ahead."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[str, dict[int, Any], list[Any], float]] = []
+
+    def send_bytes(self, data: bytes) -> None:
+        self.parts.append(decode_outcomes(data))
+
+
+@pytest.mark.parametrize("eager", [True, False])
+def test_a_worker_of_a_retrying_call_reports_a_failure_at_once(eager: bool) -> None:
+    # With ``eager`` (the call retries), the failure of job 1 goes ahead right after it
+    # failed, with job 0's value, not with the chunk's end: the parent schedules the
+    # retry while the chunk goes on. The last job's failure goes with ``done``.
+    def job(item: int) -> int:
+        if item in (1, 3):
+            raise RuntimeError(item)
+        return item
+
+    outbox = _Outbox()
+    progress = multiprocessing.RawValue("l", -1)
+    rest = _run(job, [0, 1, 2, 3], progress, JobScope(), cast(Any, outbox), 60.0, eager)
+    ahead = [(sorted(failures), values) for _, failures, values, _ in outbox.parts]
+    if eager:
+        assert ahead == [([1], [0, None])]
+        assert (sorted(rest[0]), rest[1]) == ([1], [2, None])
+    else:
+        assert ahead == []
+        assert (sorted(rest[0]), rest[1]) == ([1, 3], [0, None, 2, None])
+
+
+def test_retries_that_join_a_waiting_chunk_run_in_index_order() -> None:
+    # Retries join the waiting chunk in the order they fell due; the chunk must still
+    # run (and come back) in index order, or an ordered consumer would read [4, 6, 5]
+    # as consecutive, or [4, 6, 9, 7] as 4-7 and wait for 5 for ever.
+    backend = ProcessBackend(workers=1)
+    call = call_of(backend, square, results_into([]))
+    call.measured(100, 0.0001)  # cheap jobs: chunks of many
+    jobs = [Job(call, index, index) for index in (6, 4, 9, 7)]
+    queued = backend._join_waiting(call, jobs[:1])
+    assert queued is not None
+    assert [backend._join_waiting(call, [job]) for job in jobs[1:]] == [None] * 3
+    backend._take_waiting(call, queued)
+    assert [job.index for job in queued] == [4, 6, 7, 9]
+    assert backend._join_waiting(call, [Job(call, 1, 1)]) is not queued  # taken: a new one

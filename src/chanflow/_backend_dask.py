@@ -62,7 +62,7 @@ from typing import Any, cast
 import cloudpickle
 
 from ._backend import Backend, Batch, Call, Collector, Fresh, Job, fail_chunk, pickled_function
-from ._backend_process import _collect
+from ._backend_process import _collect, _index_of
 from ._channel import Channel
 from ._exceptions import ChannelClosed, JobTimeout, WorkerCrashed
 from ._process_worker import decode_outcomes
@@ -304,7 +304,7 @@ class DaskRunner(Backend):
         # run in quarantine from then on, retries included.
         self._suspects: dict[int, set[int]] = {}
 
-    def default_buffer(self) -> int:
+    def window_cap(self) -> int:
         # As for processes: chunks of hundreds of small jobs are what make them cheap,
         # and each worker thread needs one chunk running and one queued.
         return 2 * self.workers * 512
@@ -456,6 +456,9 @@ class DaskRunner(Backend):
                     limit = call.chunk_size()
                     while len(jobs) < limit and pending and _joins(pending[0], call):
                         jobs.extend(cast("list[Job]", pending.popleft()[1]))
+                    # In index order, as a chunk's outcome must come (retries join in the
+                    # order they fell due): see ProcessBackend._take_waiting.
+                    jobs.sort(key=_index_of)
                 if call.limiter is not None:  # its tokens first, then off it goes, alone
                     self._submit(batch)
                     batch = []

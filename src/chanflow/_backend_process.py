@@ -406,9 +406,12 @@ class ProcessBackend(Backend):
         self._slots: list[threading.Thread] = []
         self._fn_cache: dict[int, tuple[int, bytes | BaseException]] = {}
         self._crash_prone: set[int] = set()  # ids of calls whose jobs killed a worker
+        # By call id: the list of jobs to run again that waits in the queue, which the
+        # next ones of that call join (see _join_waiting).
+        self._waiting: dict[int, list[Job]] = {}
         self._init_error: _InitFailed | None = None
 
-    def default_buffer(self) -> int:
+    def window_cap(self) -> int:
         # Chunks of hundreds of jobs are what make small jobs cheap here, and each
         # worker needs one chunk running and one waiting.
         return 2 * self.workers * 512
@@ -425,12 +428,57 @@ class ProcessBackend(Backend):
         return min(buffer, self.workers)
 
     def submit(self, call: Call, jobs: list[Job] | Fresh) -> None:
+        own = len(jobs)
+        if isinstance(jobs, list) and not call.paced:
+            joined = self._join_waiting(call, jobs)
+            if joined is None:
+                return  # on its way with a chunk of the same call that waits in the queue
+            jobs = joined
         try:
             self._queue.send_nowait((call, jobs))
         except ChannelClosed:
+            if isinstance(jobs, list):
+                self._take_waiting(call, jobs)
+                if len(jobs) > own:  # jobs that joined this chunk meanwhile end here too
+                    call.stats.cancelled(len(jobs) - own)
             raise RuntimeError("the worker pool is closed") from None
         if len(self._slots) < self.workers:
             self._start_slots()
+
+    def _join_waiting(self, call: Call, jobs: list[Job]) -> list[Job] | None:
+        """Jobs to run again (retries, one per submit): join a chunk of the same call.
+
+        A retry comes alone, and retries that fell due together would each cost a round
+        trip to a worker, one after the other: the last waited for all the others (some
+        8 ms for 18 retries on 2 workers). So jobs submitted as a list join the list of
+        the same call that still waits in the queue, up to the call's chunk size: None
+        then. Else the list to queue, registered for later jobs to join until a slot
+        takes it (:meth:`_take_waiting`).
+        """
+        limit = call.chunk_size()
+        if self._max_jobs is not None:
+            limit = min(limit, self._max_jobs)
+        with self._lock:
+            waiting = self._waiting.get(id(call))
+            if waiting is not None and len(waiting) + len(jobs) <= limit:
+                waiting.extend(jobs)
+                return None
+            queued = self._waiting[id(call)] = list(jobs)
+        return queued
+
+    def _take_waiting(self, call: Call, jobs: list[Job]) -> None:
+        """A chunk leaves the queue: no job joins it from now on, and its jobs go in order.
+
+        Jobs join in the order they fell due, but a chunk's jobs must run in index order:
+        its outcome is read as a run of consecutive indices when its first and last
+        ones are that far apart (see ``Done.consecutive``), and an ordered consumer
+        would hand out [4, 6, 5, 7] as is, or skip 5 for ever in [4, 6, 9, 7].
+        """
+        with self._lock:
+            if self._waiting.get(id(call)) is jobs:
+                del self._waiting[id(call)]
+        if len(jobs) > 1:
+            jobs.sort(key=_index_of)
 
     def submit_items(self, call: Call, start: int, items: list[Any]) -> None:
         # Paced chunks (a timeout or a rate) need per-job deadlines and tokens.
@@ -457,6 +505,8 @@ class ProcessBackend(Backend):
             # yet: a later chunk (a retry, the next call) finds a worker ready.
             slot.prepare_spare(lambda: self._spare(None, b""))
             for call, jobs in self._queue:
+                if isinstance(jobs, list):
+                    self._take_waiting(call, jobs)
                 self._run_chunk(slot, call, jobs)
         except BaseException as error:  # a bug of ours: fail the consumers, not hang them
             self.died(error)
@@ -481,9 +531,16 @@ class ProcessBackend(Backend):
             self._fn_cache.pop(call_id, None)
             self._crash_prone.discard(call_id)
 
-    def _flush_seconds(self, call: Call) -> float:
-        """How often a worker sends ``call``'s outcomes ahead (see FLUSH_SECONDS)."""
-        return FLUSH_SECONDS_AFTER_CRASH if id(call) in self._crash_prone else FLUSH_SECONDS
+    def _reporting(self, call: Call) -> tuple[float, bool]:
+        """How a worker sends ``call``'s outcomes ahead: how often, and at once on a failure.
+
+        Every ``FLUSH_SECONDS`` of work (more often for a call whose jobs have killed a
+        worker). And, for a call that retries, right after each failed job: a retry
+        costs its backoff and nothing else, not also the wait for the end of its chunk
+        (up to a flush interval); the message (some 20-50 us) is small next to a retry.
+        """
+        flush = FLUSH_SECONDS_AFTER_CRASH if id(call) in self._crash_prone else FLUSH_SECONDS
+        return flush, call.policy.retries > 0
 
     def _run_chunk(self, slot: _Slot, call: Call, chunk: list[Job] | Fresh) -> None:
         key, pickled = self._function(call)
@@ -525,26 +582,38 @@ class ProcessBackend(Backend):
         call.chunk_started()
         chunk = worker.next_chunk()
         try:
-            flush = self._flush_seconds(call)
-            message = bytes(cloudpickle.dumps(("run", key, fresh.items, chunk, None, flush)))
+            report = self._reporting(call)
+            message = bytes(cloudpickle.dumps(("run", key, fresh.items, chunk, None, *report)))
         except Exception:  # some item cannot be pickled: find it, job by job
             message = None
+        # The chunk's Jobs and its Collector, made once a failure is settled early.
+        made: list[tuple[list[Job], Collector]] = []
+
+        def settling() -> tuple[list[Job], Collector]:
+            if not made:
+                made.append((fresh.jobs(call, first_start), Collector(call)))
+            return made[0]
+
         if message is not None:
-            parts = _Parts()
+            parts = _Parts(settling)
             reply = self._exchange(slot, worker, call, key, fn_bytes, message, chunk, None, parts)
-            if type(reply) is tuple and not reply[1]:  # every job returned
+            if type(reply) is tuple and not reply[1] and not made:  # every job returned
                 worker.jobs_run += len(fresh)
                 batch = Batch(fresh, reply[2], monotonic() - first_start)
                 call.chunk_ended(batch, len(fresh), reply[3])
                 return
         else:
             reply = None
-        jobs = fresh.jobs(call, first_start)
         if reply is None:
-            self._run_jobs(slot, worker, call, key, fn_bytes, jobs)
+            self._run_jobs(slot, worker, call, key, fn_bytes, fresh.jobs(call, first_start))
         else:
+            jobs, collector = settling()
             self._end_chunk(
-                slot, call, jobs, lambda c: self._settle(worker, call, jobs, c, reply, parts)
+                slot,
+                call,
+                jobs,
+                lambda c: self._settle(worker, call, jobs, c, reply, parts),
+                collector,
             )
 
     def _run_jobs(
@@ -570,9 +639,14 @@ class ProcessBackend(Backend):
         call: Call,
         jobs: list[Job],
         run: Callable[[Collector], tuple[_Worker | None, float]],
+        collector: Collector | None = None,
     ) -> None:
-        """``run`` gathers the jobs' outcomes and says which worker to keep; end the chunk."""
-        collector = Collector(call)
+        """``run`` gathers the jobs' outcomes and says which worker to keep; end the chunk.
+
+        ``collector`` is the chunk's, if some outcomes went into one already.
+        """
+        if collector is None:
+            collector = Collector(call)
         seconds = 0.0
         try:
             slot.worker, seconds = run(collector)
@@ -639,11 +713,11 @@ class ProcessBackend(Backend):
     ) -> tuple[_Worker | None, float]:
         """Send begun jobs and collect their outcomes: the worker to keep (or None), the time."""
         chunk = worker.next_chunk()
-        flush = self._flush_seconds(call)
-        sendable, message = self._encode(key, jobs, collector, chunk, call.timeout, flush)
+        report = self._reporting(call)
+        sendable, message = self._encode(key, jobs, collector, chunk, call.timeout, report)
         if not sendable:
             return worker, 0.0
-        parts = _Parts()
+        parts = _Parts(lambda: (sendable, collector))
         reply = self._exchange(
             slot, worker, call, key, fn_bytes, message, chunk, call.timeout, parts
         )
@@ -688,7 +762,7 @@ class ProcessBackend(Backend):
                 return _CRASHED
             if reply is not ...:
                 if reply[0] == "part":
-                    parts.add(reply[1], reply[2])
+                    parts.add_ahead(reply[1], reply[2])
                     continue
                 return parts.whole(reply)
             if call.cancelled and give_up_at is None:
@@ -711,6 +785,10 @@ class ProcessBackend(Backend):
         parts: _Parts,
     ) -> tuple[_Worker | None, float]:
         """Gather what a chunk's reply says about ``jobs``: the worker to keep, the time."""
+        settled = parts.settled  # the first jobs, whose outcomes went in early
+        if settled:
+            worker.jobs_run += settled
+            jobs = jobs[settled:]
         done = len(parts.values)
         if done and type(reply) is not tuple:  # it ended badly after sending some ahead
             _collect(jobs[:done], collector, parts.failures, parts.values)
@@ -724,7 +802,7 @@ class ProcessBackend(Backend):
                 collector.error(job, call.timed_out(job))
             return None, 0.0
         if reply is _CRASHED:
-            self._crashed(worker, call, jobs, collector, done)
+            self._crashed(worker, call, jobs, collector, settled + done)
             return None, 0.0
         _, failures, values, seconds = reply
         worker.jobs_run += len(jobs)
@@ -738,12 +816,12 @@ class ProcessBackend(Backend):
         collector: Collector,
         chunk: int,
         timeout: float | None,
-        flush: float,
+        report: tuple[float, bool],
     ) -> tuple[list[Job], bytes]:
         """The jobs whose input can be pickled and their message; the others fail clearly."""
         try:
             items = [job.item for job in jobs]
-            return jobs, bytes(cloudpickle.dumps(("run", key, items, chunk, timeout, flush)))
+            return jobs, bytes(cloudpickle.dumps(("run", key, items, chunk, timeout, *report)))
         except Exception:
             pass
         sendable = []
@@ -755,7 +833,7 @@ class ProcessBackend(Backend):
                 message = f"job {job.index} ({job.item!r:.200}) cannot be sent to a worker process"
                 collector.error(job, TypeError(f"{message}: {error}"))
         items = [job.item for job in sendable]
-        return sendable, bytes(cloudpickle.dumps(("run", key, items, chunk, timeout, flush)))
+        return sendable, bytes(cloudpickle.dumps(("run", key, items, chunk, timeout, *report)))
 
     def _crashed(
         self, worker: _Worker, call: Call, jobs: list[Job], collector: Collector, done: int
@@ -798,6 +876,8 @@ class ProcessBackend(Backend):
         # A chunk queued just as the pool closed, before a first slot could start for
         # it, has nobody to run it now: its jobs fail, once, saying so.
         for call, jobs in self._queue:
+            if isinstance(jobs, list):
+                self._take_waiting(call, jobs)
             fail_chunk(call, jobs, RuntimeError("the worker pool closed before the job started"))
 
 
@@ -806,26 +886,47 @@ class _Parts:
 
     Kept until the chunk ends: merged into its ``done`` reply, or, if the worker dies,
     settled as they are, so that a crash loses only the work done since the last part.
+    A part with a failure in it (a worker sends one right after a failed job when the
+    call retries) is settled at once instead, with every outcome before it, so that the
+    retry is scheduled now, not when the chunk ends: ``settling()`` gives the chunk's
+    jobs and its collector, and ``settled`` counts the first jobs so settled; what is
+    kept is about the jobs after them.
     """
 
-    __slots__ = ("failures", "values")
+    __slots__ = ("failures", "settled", "settling", "values")
 
-    def __init__(self) -> None:
+    def __init__(self, settling: Callable[[], tuple[list[Job], Collector]]) -> None:
         self.failures: dict[int, Any] = {}
         self.values: list[Any] = []
+        self.settled = 0
+        self.settling = settling
 
     def add(self, failures: dict[int, Any], values: list[Any]) -> None:
         offset = len(self.values)
         self.failures.update((offset + position, f) for position, f in failures.items())
         self.values.extend(values)
 
+    def add_ahead(self, failures: dict[int, Any], values: list[Any]) -> None:
+        """A part the worker sent ahead: kept, or settled at once if a job failed."""
+        self.add(failures, values)
+        if failures:
+            jobs, collector = self.settling()
+            start = self.settled
+            _collect(jobs[start : start + len(self.values)], collector, self.failures, self.values)
+            self.settled += len(self.values)
+            self.failures, self.values = {}, []
+
     def whole(self, reply: tuple[Any, ...]) -> tuple[Any, ...]:
-        """The ``done`` reply for the whole chunk."""
+        """The ``done`` reply for the chunk's jobs not settled yet."""
         if not self.values:
             return reply
         _, failures, values, seconds = reply
         self.add(failures, values)
         return ("done", self.failures, self.values, seconds)
+
+
+def _index_of(job: Job) -> int:
+    return job.index
 
 
 def _collect(

@@ -6,9 +6,10 @@ imports as little as it can. Every message is a cloudpickled tuple sent with
 header first (see ``_OUTCOMES``):
 
 parent -> worker: ``("fn", key, fn_bytes)`` registers a call's function;
-``("run", key, items, chunk, timeout, flush)`` runs it over ``items`` (``chunk``
-numbers the chunk, ``timeout`` is the per-attempt timeout or None, ``flush`` how
-often to send outcomes ahead, in seconds); ``("stop",)`` ends the
+``("run", key, items, chunk, timeout, flush, eager)`` runs it over ``items``
+(``chunk`` numbers the chunk, ``timeout`` is the per-attempt timeout or None,
+``flush`` how often to send outcomes ahead, in seconds, ``eager`` whether to send
+them ahead right after a failed job too); ``("stop",)`` ends the
 worker. On the lifeline pipe, the parent writes the number of a chunk to cancel.
 worker -> parent: ``("ready",)`` once the initializer ran, or
 ``("init-failed", error_text)``; ``("loaded", key)`` once a function is loaded (one
@@ -16,8 +17,9 @@ that cannot be, for example because a module it needs cannot be imported here,
 fails each of its jobs saying so); ``("done", failures, values, seconds)`` per chunk:
 ``values`` in item order (None where a job failed), ``failures`` by position, each
 ``(error or None, type_name, message, traceback)``. A chunk that runs longer than
-``flush`` seconds sends its outcomes so far ahead, as ``("part", failures, values,
-0.0)`` messages (positions relative to each message); ``done`` carries the rest.
+``flush`` seconds (or, with ``eager``, that has a job fail) sends its outcomes so far
+ahead, as ``("part", failures, values, 0.0)`` messages (positions relative to each
+message); ``done`` carries the rest.
 
 A worker ignores SIGINT (the parent decides what Ctrl-C means) and exits by itself
 when the parent process dies: a thread waits on the *lifeline* pipe, whose other
@@ -214,12 +216,19 @@ def _load(fn_bytes: bytes) -> Any:
 
 
 def _run(
-    fn: Any, items: list[Any], progress: Any, scope: JobScope, conn: Connection, flush: float
+    fn: Any,
+    items: list[Any],
+    progress: Any,
+    scope: JobScope,
+    conn: Connection,
+    flush: float,
+    eager: bool = False,
 ) -> tuple[dict[int, Failure], list[Any]]:
     """Run ``fn`` over ``items``: the failures by position, and the values (None where failed).
 
     Outcomes are sent ahead as ``part`` messages whenever ``flush`` seconds of work
-    have gone by; what is returned is the rest (positions relative to it).
+    have gone by, and with ``eager`` right after a job failed (the parent schedules
+    its retry at once); what is returned is the rest (positions relative to it).
     """
     failures: dict[int, Failure] = {}
     values: list[Any] = []
@@ -234,6 +243,8 @@ def _run(
             except BaseException as error:  # a job's failure, whatever it is, is its outcome
                 append(None)
                 failures[len(values) - 1] = _failure(error)
+                if eager and position < len(items) - 1:  # (the last one goes with done)
+                    flush_at = 0.0
             if scope._context is not None:  # the job asked for its Context (rare: ~20 ns)
                 if scope.past_deadline() and len(values) - 1 not in failures:
                     values[-1] = None
@@ -349,10 +360,10 @@ def worker_main(conn: Connection, lifeline: Connection, progress: Any, initializ
             return
         kind = message[0]
         if kind == "run":
-            _, key, items, chunk, timeout, flush = message
+            _, key, items, chunk, timeout, flush, eager = message
             scope.begin_chunk(chunk, timeout)
             started = time.perf_counter()
-            failures, values = _run(functions[key], items, progress, scope, conn, flush)
+            failures, values = _run(functions[key], items, progress, scope, conn, flush, eager)
             seconds = time.perf_counter() - started
             conn.send_bytes(_encode_outcomes("done", failures, values, seconds))
         elif kind == "fn":
