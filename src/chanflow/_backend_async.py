@@ -158,6 +158,7 @@ async def _attempt_with_timeout(call: Call, job: Job, timeout: float) -> Any:
         task.cancel()
         raise
     if not done:
+        job.expire_context()  # before the cancel reaches the job (see Job.expire_context)
         task.cancel()
         await asyncio.wait({task})
         raise call.timed_out(job)
