@@ -8,18 +8,25 @@ plain in-memory object. A process-backend job runs in another process and gets a
 30 us a call): what a job appends in a worker, the test reads here.
 
 Each factory is a :class:`Probes`; a backend of pool_helpers names the one it needs.
+
+A test that *times* what a job does cannot use a manager proxy: the first call through
+one in a fresh worker process connects to the manager (hundreds of ms under load), and
+that cost would land in what is measured. :class:`Stamps` are for that: clock readings
+appended to a file, the same few microseconds from any process, first call or not.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterator, MutableMapping, MutableSequence
 from multiprocessing.managers import SyncManager
 from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["LOCAL", "SHARED", "Flag", "Log", "Meter", "Probes", "Tally"]
+__all__ = ["LOCAL", "SHARED", "Flag", "Log", "Meter", "Probes", "Stamps", "Tally"]
 
 T = TypeVar("T")
 
@@ -174,3 +181,41 @@ class Meter:
     @property
     def most(self) -> int:
         return int(self._counts["most"])
+
+
+class Stamps:
+    """``time.monotonic()`` stamps a job appends to a file, in whatever process it runs.
+
+    CLOCK_MONOTONIC is one clock for the whole machine on Linux, so stamps taken in
+    worker processes (process and Dask backends) compare with each other and with the
+    test's. A stamp is one ``os.open(O_APPEND)``, one ``os.write`` of a short line and
+    one ``close`` (a few microseconds): no connection to set up, nothing to warm up,
+    so a fresh worker pays what a warm one does. Appends of one short line by one
+    ``write`` do not interleave. A Stamps pickles as its path: cheap to send and load.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+
+    def stamp(self, what: str) -> float:
+        """Append ``what`` and the time now (taken first thing); return that time."""
+        now = time.monotonic()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{what} {now!r}\n".encode())
+        finally:
+            os.close(fd)
+        return now
+
+    def read(self) -> list[tuple[str, float]]:
+        """Every stamp so far, ``(what, when)``, in the order they were written."""
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                lines = file.read().splitlines()
+        except FileNotFoundError:
+            return []
+        return [(what, float(when)) for what, when in (line.rsplit(" ", 1) for line in lines)]
+
+    def times(self, what: str) -> list[float]:
+        """When each ``what`` stamp was taken, in the order written."""
+        return [when for label, when in self.read() if label == what]
