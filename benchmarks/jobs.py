@@ -52,3 +52,46 @@ def crashing(job: tuple[int, bool, int]) -> int:
         os._exit(1)
     spin(turns)
     return index
+
+
+class StampedFlaky:
+    """A job that fails its first ``failures`` attempts, stamping when each starts and fails.
+
+    For the retry benchmark (bench_retry): each stamp is one line ``<what> <job>
+    <time.monotonic()>`` appended to ``path`` with one ``os.write`` (a few microseconds,
+    the same in a fresh worker process as in a warm one; CLOCK_MONOTONIC is one clock
+    for the whole machine, so stamps from different processes compare). The attempt
+    number is read back from the file (attempts of one job never overlap), between the
+    start stamp and the failure stamp: outside the gap the benchmark measures.
+    """
+
+    def __init__(self, path: str, failures: int) -> None:
+        self.path = path
+        self.failures = failures
+
+    def _stamp(self, what: str, job: int) -> None:
+        now = time.monotonic()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{what} {job} {now!r}\n".encode())
+        finally:
+            os.close(fd)
+
+    def __call__(self, job: int) -> int:
+        self._stamp("start", job)  # first thing
+        with open(self.path, encoding="utf-8") as file:
+            attempt = sum(line.startswith(f"start {job} ") for line in file)
+        if attempt <= self.failures:
+            self._stamp("fail", job)  # last thing before the raise
+            raise RuntimeError(f"job {job} fails attempt {attempt}")
+        return job
+
+
+def read_stamps(path: str) -> dict[tuple[str, int], list[float]]:
+    """The stamps of ``path`` by ``(what, job)``, each list in the order written."""
+    stamps: dict[tuple[str, int], list[float]] = {}
+    with open(path, encoding="utf-8") as file:
+        for line in file:
+            what, job, when = line.split()
+            stamps.setdefault((what, int(job)), []).append(float(when))
+    return stamps

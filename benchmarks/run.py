@@ -1,14 +1,17 @@
 """Run chanflow's benchmarks and print the machine, tables and the targets.
 
-Five sections: ``channel`` (handoffs through channels, bench_channel.py),
+Six sections: ``channel`` (handoffs through channels, bench_channel.py),
 ``pool`` (the worker pool on threads and asyncio, bench_pool.py), ``process``
 (the process backend, bench_process.py), ``pipeline`` (multi-stage flows,
-bench_pipeline.py) and ``dask`` (the Dask backend against Dask's own client.map,
-bench_dask.py; only with ``--only dask``, and skipped when distributed is missing).
+bench_pipeline.py), ``retry`` (what a retry costs beyond its backoff on every
+backend, bench_retry.py; its Dask rows are skipped when distributed is missing) and
+``dask`` (the Dask backend against Dask's own client.map, bench_dask.py; only with
+``--only dask``, and skipped when distributed is missing).
 Usage::
 
     .venv/bin/python benchmarks/run.py               # every section, about 8 minutes on 2 cores
     .venv/bin/python benchmarks/run.py --only pool   # one section (channel, pool, process...)
+    .venv/bin/python benchmarks/run.py --only retry  # retry latency per backend (~10 s)
     .venv/bin/python benchmarks/run.py --only dask   # the Dask section, never run by default
     .venv/bin/python benchmarks/run.py --quick       # small counts: a smoke test, seconds
     .venv/bin/python benchmarks/run.py --rounds 7    # more rounds, steadier medians
@@ -63,11 +66,19 @@ from bench_process import (
     process_lines,
     process_target_lines,
 )
+from bench_retry import (
+    JOBS,
+    QUICK_JOBS,
+    load_line,
+    measure_retry,
+    retry_lines,
+    retry_target_lines,
+)
 
 QUICK_SCALE = 0.05
 QUICK_ROUNDS = 2
 FULL_ROUNDS = 7
-SECTIONS = ("channel", "pool", "process", "pipeline", "dask")
+SECTIONS = ("channel", "pool", "process", "pipeline", "retry", "dask")
 
 
 def cpu_model() -> str:
@@ -305,6 +316,19 @@ def run_pipeline(args: argparse.Namespace, rounds: int, scale: float, mode: str)
         print("\n".join(sample_lines(scenarios, results)))
 
 
+def run_retry(args: argparse.Namespace, rounds: int, scale: float, mode: str) -> None:
+    """The retry section: each backend's retry overhead beyond its backoff, fresh pools."""
+    jobs = QUICK_JOBS if args.quick else JOBS
+    print(f"\n== retry latency: {mode} run, {rounds} interleaved rounds...", flush=True)
+    print(f"before: {load_line()}")
+    started = time.perf_counter()
+    rows = measure_retry(rounds, args.quick, _progress)
+    print(f"measured in {time.perf_counter() - started:.0f} s; after: {load_line()}\n")
+    print("\n".join(retry_lines(rows, rounds, jobs)))
+    print()
+    print("\n".join(retry_target_lines(rows)))
+
+
 def run_dask(args: argparse.Namespace, rounds: int, scale: float, mode: str) -> None:
     """The Dask section: overhead and throughput on clusters of 1, 2 and 4 workers."""
     try:
@@ -334,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         run_process(args, rounds, scale, mode)
     if args.only in (None, "pipeline"):
         run_pipeline(args, rounds, scale, mode)
+    if args.only in (None, "retry"):
+        run_retry(args, rounds, scale, mode)
     if args.only == "dask":  # minutes of clusters starting: only when asked for
         run_dask(args, rounds, scale, mode)
     return 0
