@@ -187,7 +187,7 @@ def test_a_fresh_chunk_that_all_returned_arrives_as_one_batch_of_values() -> Non
 
 def test_a_chunk_whose_jobs_turned_slow_is_shared_with_idle_workers() -> None:
     # Sized while jobs were cheap, a chunk of slow jobs must not run on one thread while
-    # the pool could run them side by side: each piece shared runs on its own worker.
+    # the pool could run them side by side: the pieces shared run on other workers.
     backend = ThreadBackend(workers=4)
     delivered: list[Result[Any]] = []
     lock = threading.Lock()
@@ -198,7 +198,7 @@ def test_a_chunk_whose_jobs_turned_slow_is_shared_with_idle_workers() -> None:
         with lock:
             inside += 1
             most = max(most, inside)
-        time.sleep(0.03)  # longer than SHARE_AFTER_SECONDS: the first job triggers it
+        time.sleep(0.03)  # the first SHARE_CHECK_EVERY jobs run here, then the rest is shared
         with lock:
             inside -= 1
         return job
@@ -206,15 +206,15 @@ def test_a_chunk_whose_jobs_turned_slow_is_shared_with_idle_workers() -> None:
     call = make_call(backend, delivered)
     call.fn = slow
     try:
-        backend.submit_items(call, 0, list(range(16)))
-        wait_until(lambda: len(delivered) == 16, 10.0)
+        backend.submit_items(call, 0, list(range(40)))
+        wait_until(lambda: len(delivered) == 40, 10.0)
     finally:
         backend.close()
-    assert sorted(result.value for result in delivered) == list(range(16))
+    assert sorted(result.value for result in delivered) == list(range(40))
     assert all(result.ok and result.attempts == 1 for result in delivered)
-    assert most >= 2, "the chunk's 16 slow jobs all ran on one thread"
+    assert most >= 2, "the chunk's 40 slow jobs all ran on one thread"
     stats = call.stats.snapshot()
-    assert (stats.completed, stats.cancelled, stats.running) == (16, 0, 0)
+    assert (stats.completed, stats.cancelled, stats.running) == (40, 0, 0)
 
 
 def test_a_fresh_chunk_stops_at_the_next_job_once_its_call_is_cancelled() -> None:
