@@ -319,6 +319,22 @@ def test_a_paused_consumer_stops_the_input(backend: Backend, style: Style, metho
     assert source.closed
 
 
+class Lookahead:
+    """An on_item callback: how many items the pool had taken beyond each one handed over.
+
+    Stops the loop once ``stop_after`` items were handed over.
+    """
+
+    def __init__(self, source: Source, stop_after: int) -> None:
+        self.source = source
+        self.stop_after = stop_after
+        self.ahead: list[int] = []
+
+    def __call__(self, item: Any) -> object:
+        self.ahead.append(self.source.pulled - (len(self.ahead) + 1))
+        return STOP if len(self.ahead) == self.stop_after else None
+
+
 @each_backend_and_style
 def test_the_default_window_keeps_slow_jobs_to_two_per_worker(
     backend: Backend, style: Style
@@ -327,19 +343,16 @@ def test_the_default_window_keeps_slow_jobs_to_two_per_worker(
     # files or sockets far ahead: with no buffer=, 2 * workers taken and not handed out.
     workers = 3
     source = Source.endless()
-    ahead: list[int] = []
+    lookahead = Lookahead(source, stop_after=4 * workers)
 
     def body(job: int) -> Steps:
         yield Sleep(0.06)  # over every backend's chunk target (50 ms on Dask)
         return job
 
-    def on_item(item: Any) -> object:
-        ahead.append(source.pulled - (len(ahead) + 1))
-        return STOP if len(ahead) == 4 * workers else None
-
-    outcome = style.run(backend, "map", body, source, pool={"workers": workers}, on_item=on_item)
+    pool = {"workers": workers}
+    outcome = style.run(backend, "map", body, source, pool=pool, on_item=lookahead)
     assert outcome.error is None
-    assert max(ahead) <= 2 * workers + SLACK, ahead
+    assert max(lookahead.ahead) <= 2 * workers + SLACK, lookahead.ahead
 
 
 @each_backend_and_style
@@ -350,18 +363,12 @@ def test_the_default_window_grows_for_cheap_jobs_within_its_documented_bound(
     # 2 * workers, and never past the bound docs/worker-pool.md states.
     workers = 2
     source = Source.endless()
-    ahead: list[int] = []
-
-    def on_item(item: Any) -> object:
-        ahead.append(source.pulled - (len(ahead) + 1))
-        return STOP if len(ahead) == 5_000 else None
-
-    outcome = style.run(
-        backend, "map", identity, source, pool={"workers": workers}, on_item=on_item
-    )
+    lookahead = Lookahead(source, stop_after=5_000)
+    pool = {"workers": workers}
+    outcome = style.run(backend, "map", identity, source, pool=pool, on_item=lookahead)
     assert outcome.error is None
-    assert max(ahead) > 2 * workers + SLACK, "the default window never grew"
-    assert max(ahead) <= backend.default_window_bound(workers) + SLACK
+    assert max(lookahead.ahead) > 2 * workers + SLACK, "the default window never grew"
+    assert max(lookahead.ahead) <= backend.default_window_bound(workers) + SLACK
 
 
 @each_backend_and_style
