@@ -1,17 +1,20 @@
 """Run chanflow's benchmarks and print the machine, tables and the targets.
 
-Six sections: ``channel`` (handoffs through channels, bench_channel.py),
+Seven sections: ``channel`` (handoffs through channels, bench_channel.py),
 ``pool`` (the worker pool on threads and asyncio, bench_pool.py), ``process``
 (the process backend, bench_process.py), ``pipeline`` (multi-stage flows,
 bench_pipeline.py), ``retry`` (what a retry costs beyond its backoff on every
-backend, bench_retry.py; its Dask rows are skipped when distributed is missing) and
-``dask`` (the Dask backend against Dask's own client.map, bench_dask.py; only with
-``--only dask``, and skipped when distributed is missing).
+backend, bench_retry.py; its Dask rows are skipped when distributed is missing),
+``executor`` (cf.PoolExecutor against ThreadPoolExecutor, ProcessPoolExecutor and
+multiprocessing.Pool, bench_executor.py) and ``dask`` (the Dask backend against
+Dask's own client.map, bench_dask.py; only with ``--only dask``, and skipped when
+distributed is missing).
 Usage::
 
-    .venv/bin/python benchmarks/run.py               # every section, about 8 minutes on 2 cores
+    .venv/bin/python benchmarks/run.py               # every section, about 9-10 minutes on 2 cores
     .venv/bin/python benchmarks/run.py --only pool   # one section (channel, pool, process...)
     .venv/bin/python benchmarks/run.py --only retry  # retry latency per backend (~10 s)
+    .venv/bin/python benchmarks/run.py --only executor  # cf.PoolExecutor vs the stdlib (~1.5 min)
     .venv/bin/python benchmarks/run.py --only dask   # the Dask section, never run by default
     .venv/bin/python benchmarks/run.py --quick       # small counts: a smoke test, seconds
     .venv/bin/python benchmarks/run.py --rounds 7    # more rounds, steadier medians
@@ -43,6 +46,12 @@ from bench_channel import (
     measure_all,
     median,
     targets,
+)
+from bench_executor import (
+    build_executor_scenarios,
+    executor_table_lines,
+    executor_target_lines,
+    warm_up,
 )
 from bench_pipeline import (
     build_pipeline_scenarios,
@@ -78,7 +87,7 @@ from bench_retry import (
 QUICK_SCALE = 0.05
 QUICK_ROUNDS = 2
 FULL_ROUNDS = 7
-SECTIONS = ("channel", "pool", "process", "pipeline", "retry", "dask")
+SECTIONS = ("channel", "pool", "process", "pipeline", "retry", "executor", "dask")
 
 
 def cpu_model() -> str:
@@ -329,6 +338,23 @@ def run_retry(args: argparse.Namespace, rounds: int, scale: float, mode: str) ->
     print("\n".join(retry_target_lines(rows)))
 
 
+def run_executor(args: argparse.Namespace, rounds: int, scale: float, mode: str) -> None:
+    """The executor section: PoolExecutor's map and submit on threads and processes."""
+    scenarios = build_executor_scenarios(scale)
+    print(f"\n== executor: {mode} run, {rounds} interleaved rounds...", flush=True)
+    print(f"before: {load_line()}")
+    started = time.perf_counter()
+    warm_up()
+    results = measure_all(scenarios, rounds, _progress)
+    print(f"measured in {time.perf_counter() - started:.0f} s; after: {load_line()}\n")
+    print("\n".join(executor_table_lines(scenarios, results)))
+    print()
+    print("\n".join(executor_target_lines(results)))
+    if args.samples:
+        print()
+        print("\n".join(sample_lines(scenarios, results)))
+
+
 def run_dask(args: argparse.Namespace, rounds: int, scale: float, mode: str) -> None:
     """The Dask section: overhead and throughput on clusters of 1, 2 and 4 workers."""
     try:
@@ -360,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         run_pipeline(args, rounds, scale, mode)
     if args.only in (None, "retry"):
         run_retry(args, rounds, scale, mode)
+    if args.only in (None, "executor"):
+        run_executor(args, rounds, scale, mode)
     if args.only == "dask":  # minutes of clusters starting: only when asked for
         run_dask(args, rounds, scale, mode)
     return 0

@@ -355,3 +355,51 @@ def test_wait_group_example() -> None:
         "   Task 3 cancelled, cleaning up",
     ]
     assert tasks[-2:] == ["   wait_for timed out", "   tasks still running: 0"]
+
+
+# -- executor swap ------------------------------------------------------------------------------
+
+
+def test_executor_swap_example() -> None:
+    parts = sections(run_example("executor_swap.py"))
+    assert sorted(parts) == ["1", "2", "3", "4", "5"]
+
+    swap = parts["1"]
+    outcomes = [line.split(": ", 1) for line in swap if line.startswith("   ") and "[" in line]
+    assert [name for name, _ in outcomes] == [
+        "   ThreadPoolExecutor(4)",
+        "   cf.PoolExecutor(4)",
+        '   cf.PoolExecutor(2, backend="process")',
+    ]
+    stdlib = outcomes[0][1]
+    assert stdlib.endswith("], then ValueError: empty text"), stdlib
+    assert all(outcome == stdlib for _, outcome in outcomes), "same values and errors everywhere"
+    assert "   identical values and errors: True" in swap
+
+    lazy = parts["2"]
+    assert "   [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in lazy  # in order, from an endless input
+    taken = next(line for line in lazy if line.startswith("   inputs taken: "))
+    match = re.fullmatch(r"   inputs taken: (\d+) \(10 yielded \+ at most 8 ahead\)", taken)
+    assert match is not None, taken
+    assert 10 <= int(match.group(1)) <= 18, f"buffersize=8 was not obeyed: {taken}"
+    assert until_blank(lazy)[-1] == (
+        "   next() after shutdown: RuntimeError: cannot schedule new futures after shutdown"
+    )
+
+    assert parts["3"][1:5] == [
+        "   fast job: waited 0.05 s",  # the other job is unaffected by the slow one's timeout
+        "   slow job: JobTimeout, a TimeoutError: True",
+        "   it failed within 2x the timeout: True",
+        "   stats: completed=1 timed_out=1",
+    ]
+
+    assert parts["4"][1:4] == [
+        "   ThreadPoolExecutor(4): ConnectionError: call 1: connection reset",
+        "   cf.PoolExecutor(4, retries=3, backoff=0.01): 42 after 3 calls",
+        "   stats: retried=2",
+    ]
+
+    assert until_blank(parts["5"])[1:] == [
+        *(f"   run_in_executor: {key} on chanflow-worker-<n>" for key in "abc"),
+        "   asyncio.to_thread: d on chanflow-worker-<n>",  # the default executor is ours
+    ]

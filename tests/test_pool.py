@@ -241,17 +241,27 @@ def test_result_fields(backend: Backend, style: Style) -> None:
 
 def break_chunk_ended_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Inject a bug into chanflow's own bookkeeping (no job can cause this): the first
-    worker to end a chunk raises, as a bug of ours would, and dies."""
+    worker to end a chunk raises, as a bug of ours would, and dies. A chunk ends in
+    ``Call.chunk_ended``, or in ``Call.returned_alone`` for a submitted job alone."""
     real_chunk_ended = Call.chunk_ended
+    real_returned_alone = Call.returned_alone
     broken: list[bool] = []
 
-    def chunk_ended_broken_once(self: Call, outcome: Any, ran: int, seconds: float) -> None:
+    def break_once() -> None:
         if not broken:
             broken.append(True)
             raise RuntimeError("injected bug")
+
+    def chunk_ended_broken_once(self: Call, outcome: Any, ran: int, seconds: float) -> None:
+        break_once()
         real_chunk_ended(self, outcome, ran, seconds)
 
+    def returned_alone_broken_once(self: Call, job: Any, value: Any) -> None:
+        break_once()
+        real_returned_alone(self, job, value)
+
     monkeypatch.setattr(Call, "chunk_ended", chunk_ended_broken_once)
+    monkeypatch.setattr(Call, "returned_alone", returned_alone_broken_once)
 
 
 @each_backend_and_style
@@ -598,7 +608,15 @@ def test_early_exit_cancels_closes_and_returns_promptly(
             if job >= 5:
                 later_job_started.set()
                 # Cooperative: stops once the pool cancels the job's context.
-                saw_cancel.append((yield WaitCancelled(5.0)))
+                try:
+                    saw_cancel.append((yield WaitCancelled(5.0)))
+                except BaseException:
+                    # Leaving the pool also cancels its asyncio tasks: a job stopped so
+                    # must find its context cancelled already. (Only before 3.12 did
+                    # asyncio.wait_for, which WaitCancelled awaits, swallow that cancel
+                    # once the context it waited for was done.)
+                    saw_cancel.append(cf.current_context().cancelled)
+                    raise
             elif job == 4:
                 # The consumer stops on job 4's value: hold it back until a later job runs,
                 # so that the stop has a running job to cancel.

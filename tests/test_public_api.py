@@ -23,6 +23,7 @@ EXPECTED = {
     "JobTimeout",
     "Pipeline",
     "PipelineReport",
+    "PoolExecutor",
     "PoolStats",
     "RateLimiter",
     "Recv",

@@ -190,7 +190,7 @@ def test_build_rejects_bad_retry_on(bad: object) -> None:
         RetryPolicy.build(retry_on=bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("bad", ["fast", 3, 0.5])
+@pytest.mark.parametrize("bad", ["fast", True, [0.5]])  # a number is a valid backoff (issue 16)
 def test_build_rejects_bad_backoff(bad: object) -> None:
     with pytest.raises(TypeError, match="backoff"):
         RetryPolicy.build(backoff=bad)  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from ._exceptions import (
     WorkerCrashed,
     WouldBlock,
 )
+from ._executor import PoolExecutor
 from ._fan_out import afan_out, fan_out
 from ._group import Group
 from ._pipeline import Pipeline
@@ -54,6 +55,7 @@ __all__ = [
     "JobTimeout",
     "Pipeline",
     "PipelineReport",
+    "PoolExecutor",
     "PoolStats",
     "RateLimiter",
     "Recv",

@@ -24,6 +24,7 @@ import threading
 import traceback as tb
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
 from contextvars import ContextVar
 from itertools import count, repeat
 from time import monotonic
@@ -51,6 +52,7 @@ __all__ = [
     "Job",
     "JobSlot",
     "Outcome",
+    "Task",
     "Returned",
     "current_context",
     "enter_slot",
@@ -105,7 +107,114 @@ class FreshSlot:
             job.release_context()
 
 
-_current_slot: ContextVar[JobSlot | FreshSlot | None] = ContextVar(
+def _no_job() -> None:
+    """A Task's function once its job has run."""
+
+
+class Task:
+    """A submitted job with nothing to retry, time or pace, settling its future itself.
+
+    ``fn(*args, **kwargs)`` run by a worker thread with no Call, Job or Collector: a
+    lone job's hand-off then costs about what ``ThreadPoolExecutor``'s does. It marks
+    ``future`` running when it starts (skipping the job if it was cancelled), counts
+    itself in ``stats``, calls ``forget(future)`` when it has ended, then settles it.
+    It is its own job slot: ``current_context()`` inside it makes the job's Context
+    on first use, a child of ``parent``.
+    """
+
+    __slots__ = (
+        "_context",
+        "args",
+        "backend",
+        "fn",
+        "forget",
+        "future",
+        "kwargs",
+        "parent",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        future: Future[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        backend: Backend,
+        stats: StatsRecorder,
+        parent: Context,
+        forget: Callable[[Future[Any]], object],
+    ) -> None:
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.backend = backend
+        self.stats = stats
+        self.parent = parent
+        self.forget = forget
+        self._context: Context | None = None
+
+    @property
+    def job(self) -> Task:
+        return self
+
+    def context(self) -> Context:
+        context = self._context
+        if context is None:
+            context = self._context = self.parent.with_cancel()
+        return context
+
+    def cancel(self) -> None:
+        """End the job's Context, if it made one (as :meth:`Call.cancel`)."""
+        context = self._context
+        if context is not None:
+            context.cancel()
+
+    def __call__(self) -> None:
+        future = self.future
+        try:
+            started = future.set_running_or_notify_cancel()
+        except RuntimeError:  # already failed: its backend died
+            started = False
+        if not started:
+            self.stats.cancelled()
+            self.forget(future)
+            return
+        stats = self.stats
+        stats.chunk_started()
+        start = monotonic()
+        token = _current_slot.set(self)
+        try:
+            value = self.fn(*self.args, **self.kwargs)
+        except BaseException as error:  # a job's failure, whatever it is, is its outcome
+            self._drop_job()
+            _current_slot.reset(token)
+            stats.ended_alone(monotonic() - start, failed=True)
+            self.forget(future)
+            try:
+                future.set_exception(error)
+            except InvalidStateError:  # failed meanwhile: its backend died
+                pass
+            return
+        self._drop_job()
+        _current_slot.reset(token)
+        stats.ended_alone(monotonic() - start)
+        self.forget(future)
+        try:
+            future.set_result(value)
+        except InvalidStateError:  # failed meanwhile: its backend died
+            pass
+
+    def _drop_job(self) -> None:
+        """Keep nothing of the job: a worker holds its last Task until the next one."""
+        self.fn = _no_job
+        self.args = ()
+        self.kwargs = {}
+
+
+_current_slot: ContextVar[JobSlot | FreshSlot | Task | None] = ContextVar(
     "chanflow_current_job", default=None
 )
 
@@ -386,6 +495,27 @@ def _index(result: Result[Any]) -> int:
     return result.index
 
 
+class _RemoteTraceback(Exception):
+    """The traceback of an error raised in a worker process, as its ``__cause__``.
+
+    An exception that travels from a process loses its traceback; this keeps the
+    worker's, so that a printed error shows where the job failed (as
+    ``concurrent.futures.ProcessPoolExecutor`` does).
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text}"""'
+
+
+def _attach_remote_traceback(error: BaseException, text: str) -> None:
+    if error.__traceback__ is None and error.__cause__ is None:
+        error.__cause__ = _RemoteTraceback(text)
+
+
 def format_error(error: BaseException) -> str:
     return "".join(tb.format_exception(type(error), error, error.__traceback__))
 
@@ -401,15 +531,17 @@ class Call:
 
     __slots__ = (
         "_chunk",
+        "_context",
         "_fixed_chunk",
+        "_parent_context",
         "_seconds_per_job",
         "backend",
         "calibrated",
         "cancelled",
-        "context",
         "deliver",
         "fn",
         "limiter",
+        "on_start",
         "paced",
         "policy",
         "stats",
@@ -428,6 +560,8 @@ class Call:
         context: Context,
         deliver: Callable[[Outcome], object],
         chunksize: int | None = None,
+        on_start: Callable[[], bool] | None = None,
+        derive_context: bool = False,
     ) -> None:
         self.fn = fn
         self.backend = backend
@@ -435,9 +569,16 @@ class Call:
         self.timeout = timeout
         self.limiter = limiter
         self.stats = stats
-        self.context = context
+        # With ``derive_context``, ``context`` is the parent of the call's own, which
+        # is made on first use: most submitted jobs never ask for theirs, and a
+        # Context made and cancelled per job would cost ~1.5 us of a ~20 us submit.
+        self._parent_context = context
+        self._context: Context | None = None if derive_context else context
         self.deliver = deliver
         self.cancelled = False
+        # Asked before a job's first attempt; False skips the job (a submitted
+        # future cancelled while it waited: see PoolExecutor).
+        self.on_start = on_start
         self._seconds_per_job: float | None = None
         # A timeout or a rate is per job: one job per chunk then, whatever chunksize
         # says (a job must not wait behind another's attempt, nor share its deadline).
@@ -474,6 +615,9 @@ class Call:
         if self.cancelled:
             self.stats.cancelled()
             return False
+        if job.attempts == 0 and self.on_start is not None and not self.on_start():
+            self.stats.cancelled()
+            return False
         now = monotonic()
         if job.attempts == 0:
             job.first_start = now
@@ -501,6 +645,8 @@ class Call:
         if self.cancelled:
             self.stats.cancelled(len(jobs))
             return []
+        if self.on_start is not None:
+            jobs = self._may_start(jobs)
         now = monotonic()
         deadline = None if self.timeout is None else now + self.timeout
         for job in jobs:
@@ -509,6 +655,14 @@ class Call:
             job.attempts += 1
             job.deadline = deadline
         return jobs
+
+    def _may_start(self, jobs: list[Job]) -> list[Job]:
+        """``jobs`` without the first attempts that ``on_start`` refuses."""
+        assert self.on_start is not None
+        kept = [job for job in jobs if job.attempts or self.on_start()]
+        if len(kept) < len(jobs):
+            self.stats.cancelled(len(jobs) - len(kept))
+        return kept
 
     def succeeded(self, job: Job, value: Any) -> Result[Any]:
         """The attempt returned ``value``: the job's final Result."""
@@ -540,7 +694,11 @@ class Call:
                 self._retry_later(job, delay)
                 return None
         elapsed = monotonic() - job.first_start
-        text = format_error(error) if traceback is None else traceback
+        if traceback is None:
+            text = format_error(error)
+        else:
+            text = traceback
+            _attach_remote_traceback(error, traceback)
         return Result(job.item, job.index, None, error, job.attempts, elapsed, text)
 
     def chunk_started(self) -> None:
@@ -553,6 +711,13 @@ class Call:
         self.measured(ran, seconds)
         if outcome:
             self.deliver(outcome)
+
+    def returned_alone(self, job: Job, value: Any) -> None:
+        """:meth:`chunk_ended` of a chunk of one job that returned ``value`` (a submitted
+        job): the same counts and delivery at a third of the cost."""
+        end = monotonic()
+        self.stats.ended_alone(end - job.first_start)
+        self.deliver(Done([job], [value], [end]))
 
     def _retry_later(self, job: Job, delay: float) -> None:
         if delay <= 0 or not math.isfinite(delay):
@@ -572,13 +737,25 @@ class Call:
     def timed_out(self, job: Job) -> JobTimeout:
         return JobTimeout(f"job {job.index} attempt {job.attempts} ran over {self.timeout} s")
 
+    @property
+    def context(self) -> Context:
+        """The call's Context: cancelled when the call is (its jobs' contexts derive from it)."""
+        context = self._context
+        if context is None:
+            context = self._context = self._parent_context.with_cancel()
+            if self.cancelled:
+                context.cancel()
+        return context
+
     def cancel(self) -> None:
         """Stop starting this call's jobs and cancel the running ones' contexts."""
         self.cancelled = True
-        self.context.cancel()
+        context = self._context
+        if context is not None:
+            context.cancel()
 
 
-def enter_slot(slot: JobSlot | FreshSlot) -> Any:
+def enter_slot(slot: JobSlot | FreshSlot | Task) -> Any:
     """Make ``slot`` the current job holder of this thread or task; returns a token."""
     return _current_slot.set(slot)
 
@@ -660,6 +837,10 @@ class Backend(ABC):
     @abstractmethod
     def submit(self, call: Call, jobs: list[Job]) -> None:
         """Queue ``jobs`` to run; never blocks."""
+
+    def submit_one(self, call: Call, job: Job) -> None:
+        """:meth:`submit` of one job (a submitted one); a backend may run it more cheaply."""
+        self.submit(call, [job])
 
     def submit_items(self, call: Call, start: int, items: list[Any]) -> None:
         """Queue the first attempt of jobs made of ``items`` (indices from ``start``).

@@ -26,6 +26,7 @@ from ._backend import (
     FreshSlot,
     Job,
     JobSlot,
+    Task,
     enter_slot,
     leave_slot,
 )
@@ -45,7 +46,9 @@ SHARE_CHECK_EVERY = 16
 # enough that a thread descheduled on a busy machine rarely splits a cheap chunk.
 SHARE_AFTER_SECONDS = 0.02
 
-Chunk = tuple[Call, "list[Job] | Fresh"]
+# A Job alone: see submit_one; a Task: see submit_task.
+Chunk = tuple[Call, "list[Job] | Fresh | Job"] | Task
+_EMPTY: Any = object()  # no chunk taken yet
 
 
 class ThreadBackend(Backend):
@@ -70,6 +73,13 @@ class ThreadBackend(Backend):
     def submit(self, call: Call, jobs: list[Job] | Fresh) -> None:
         self._put([(call, jobs)])
 
+    def submit_one(self, call: Call, job: Job) -> None:
+        self._put([(call, job)])  # run by _run_alone
+
+    def submit_task(self, task: Task) -> None:
+        """Run ``task()`` on a worker (a submitted job with default settings)."""
+        self._put([task])
+
     def submit_chunked(self, call: Call, start: int, items: list[Any], size: int) -> None:
         if call.paced:
             super().submit_chunked(call, start, items, size)
@@ -85,7 +95,9 @@ class ThreadBackend(Backend):
                 raise RuntimeError("the worker pool is closed")
             for chunk in chunks:
                 put(chunk)
-        if self._unclaimed() > 0:  # more chunks waiting than workers parked to take them
+        # More chunks waiting than workers parked to take them, and room for a worker
+        # (read without the lock: _grow checks again under it).
+        if self._unclaimed() > 0 and len(self._workers) < self.workers:
             self._grow(unless_starting=True)
 
     def _unclaimed(self) -> int:
@@ -151,20 +163,63 @@ class ThreadBackend(Backend):
         work = self._queue
         parked = self._parked
         while True:
-            try:
-                chunk = work.get_nowait()
-            except queue.Empty:
+            # An empty queue is asked first: a raised queue.Empty costs ~1 us, a
+            # fifth of a lone submitted job's hand-off.
+            chunk = _EMPTY
+            if work.qsize():
+                try:
+                    chunk = work.get_nowait()
+                except queue.Empty:  # another worker took it
+                    pass
+            if chunk is _EMPTY:
                 parked.append(None)  # list.append and pop are atomic: no lock needed
                 chunk = work.get()
                 parked.pop()
             if chunk is None:  # closed: pass the sentinel on to the next worker
                 work.put(None)
                 break
-            call, jobs = chunk
-            if isinstance(jobs, Fresh):
-                self._run_fresh(call, jobs)
-            elif not self._run_chunk(call, jobs):
+            if not self._run_any(chunk):
                 return  # abandoned after a timeout: a replacement took our place
+
+    def _run_any(self, chunk: Chunk) -> bool:
+        """Run a queued chunk; False if this thread was abandoned on a timeout."""
+        if isinstance(chunk, Task):
+            chunk()
+            return True
+        call, jobs = chunk
+        if isinstance(jobs, Fresh):
+            self._run_fresh(call, jobs)
+            return True
+        if isinstance(jobs, Job):
+            return self._run_alone(call, jobs)
+        return self._run_chunk(call, jobs)
+
+    def _run_alone(self, call: Call, job: Job) -> bool:
+        """A submitted job (``submit_one``): a chunk of one without a Collector.
+
+        About 2 us less than :meth:`_run_chunk` on a ~20 us submit-and-wait. A job
+        with a timeout or a rate goes the chunk's way.
+        """
+        if call.paced:
+            return self._run_chunk(call, [job])
+        if not call.begin(job):
+            return True
+        call.chunk_started()
+        slot = JobSlot()
+        slot.job = job
+        token = enter_slot(slot)
+        try:
+            value = call.fn(job.item)
+        except BaseException as error:  # a job's failure, whatever it is, is its Result
+            leave_slot(token)
+            result = call.failed(job, error)
+            call.chunk_ended([] if result is None else [result], 1, 0.0)
+            return True
+        leave_slot(token)
+        if job._context is not None:
+            job.release_context()
+        call.returned_alone(job, value)
+        return True
 
     def _run_fresh(self, call: Call, fresh: Fresh) -> None:
         """Run the first attempts of a fresh chunk (no timeout, no rate) at a loop's cost.
@@ -359,13 +414,8 @@ class ThreadBackend(Backend):
                 chunk = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if chunk is None:
-                continue
-            call, jobs = chunk
-            if isinstance(jobs, Fresh):
-                self._run_fresh(call, jobs)
-            else:
-                self._run_chunk(call, jobs)
+            if chunk is not None:
+                self._run_any(chunk)
 
     def close(self) -> None:
         with self._lock:

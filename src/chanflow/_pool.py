@@ -37,6 +37,7 @@ from collections.abc import (
     Mapping,
 )
 from dataclasses import dataclass, replace
+from functools import partial
 from itertools import islice
 from types import TracebackType
 from typing import (
@@ -53,7 +54,7 @@ from typing import (
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from ._backend import Backend, Call, Job, Outcome, Returned, broken_backend_error
+from ._backend import Backend, Call, Job, Outcome, Returned, Task, broken_backend_error
 from ._backend_async import AsyncBackend, LoopThread
 from ._backend_dask import DaskBackend, DaskRunner
 from ._backend_process import ProcessBackend
@@ -69,7 +70,7 @@ from ._retry import Backoff, BackoffFunction, RetryOn, RetryPolicy
 from ._stats import PoolStats, StatsRecorder, StatsTee
 from ._sync import is_async_callable
 
-__all__ = ["LiveInput", "WorkerPool"]
+__all__ = ["Apply", "CallOptions", "LiveInput", "PoolSettings", "WorkerPool"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -84,7 +85,21 @@ _LIVENESS_SECONDS = 0.5
 _YIELD_EVERY = 16
 
 
-class CallOptions(TypedDict, total=False):
+class PoolSettings(TypedDict, total=False):
+    """The settings a pool has and each call may override (see :class:`WorkerPool`)."""
+
+    buffer: int | None
+    chunksize: int | None
+    retries: int
+    retry_on: RetryOn
+    backoff: Backoff | BackoffFunction | float | None
+    timeout: float | None
+    rate: float | str | RateLimiter | None
+    dead_letters: object
+    progress: object
+
+
+class CallOptions(PoolSettings, total=False):
     """The per-call settings of ``map``/``results``/``amap``/``aresults``.
 
     Each overrides the pool's setting of the same name for that call only;
@@ -92,18 +107,9 @@ class CallOptions(TypedDict, total=False):
     """
 
     ordered: bool
-    buffer: int | None
-    chunksize: int | None
-    retries: int
-    retry_on: RetryOn
-    backoff: Backoff | BackoffFunction | None
-    timeout: float | None
-    rate: float | str | RateLimiter | None
-    dead_letters: object
-    progress: object
 
 
-_OPTION_NAMES = frozenset(CallOptions.__annotations__)
+_OPTION_NAMES = CallOptions.__required_keys__ | CallOptions.__optional_keys__
 
 
 class LiveInput(ABC):
@@ -230,6 +236,11 @@ class _Settings:
     dead_letters: DeadLetterSink | None
     progress: object
 
+    @property
+    def plain(self) -> bool:
+        """Nothing to retry, time or pace: a submitted job can run as a Task."""
+        return self.policy.retries == 0 and self.timeout is None and self.limiter is None
+
     def override(self, options: Mapping[str, Any]) -> tuple[_Settings, bool]:
         """These settings with a call's overrides; True if the call owns a new sink."""
         changes: dict[str, Any] = {}
@@ -319,6 +330,15 @@ class _Run(Generic[T]):
         self.dead: deque[Result[Any]] = deque()
         self.failures = 0  # _Failure items ever put in ``ready`` (map only)
         self.awaiting_input = False  # a live input had nothing and will nudge
+        # When a waiting consumer gives up with TimeoutError (PoolExecutor.map's
+        # ``timeout``, measured from the call); None: it waits as long as it takes.
+        self.deadline: float | None = None
+        # Jobs whose outcomes the backend has delivered (counted from any thread), and
+        # what stop_taking() left: see PoolExecutor.shutdown.
+        self.delivered = 0
+        self._delivered_lock = threading.Lock()
+        self.drained: threading.Event | None = None
+        self.stopped_error: Exception | None = None
 
     def start_progress(self) -> None:
         """Show the progress bar, if asked for: from the first step, not at creation."""
@@ -329,6 +349,28 @@ class _Run(Generic[T]):
             self.outcomes.send_nowait(outcome)
         except ChannelClosed:  # the consumer has gone
             pass
+        with self._delivered_lock:
+            self.delivered += len(outcome)
+            drained = self.drained
+        if drained is not None and self.delivered >= self.taken:
+            drained.set()
+
+    def stop_taking(self, error: Exception) -> None:
+        """Take no more input, from any thread; the jobs taken still run and come out.
+
+        The consumer decides what ``stopped_error`` means (see PoolExecutor.map).
+        """
+        if not self.exhausted:
+            self.stopped_error = error
+            self.exhausted = True
+
+    def wait_delivered(self) -> None:
+        """Block until every job taken so far has been delivered (after stop_taking)."""
+        with self._delivered_lock:
+            drained = self.drained = threading.Event()
+        while self.delivered < self.taken and not self.call.cancelled:
+            drained.wait(_LIVENESS_SECONDS)  # re-checked: taken may grow once more
+            drained.clear()
 
     def nudge(self) -> None:
         """Wake the consumer to look at its live input again (an empty outcome)."""
@@ -455,9 +497,17 @@ class _Run(Generic[T]):
     def finished(self) -> bool:
         return self.exhausted and self.returned == self.taken and not self.ready and not self.dead
 
+    def patience(self) -> float:
+        """How long the consumer waits for outcomes before it looks around again."""
+        if self.deadline is None:
+            return _LIVENESS_SECONDS
+        return max(0.0, min(_LIVENESS_SECONDS, self.deadline - time.monotonic()))
+
     def waited_too_long(self) -> None:
         """Nothing came back for a while: fail if the call was cancelled from elsewhere,
-        or if a worker of its backend died (see Backend.failure)."""
+        if a worker of its backend died (see Backend.failure), or past the deadline."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise concurrent.futures.TimeoutError()
         if self.call.cancelled:
             raise _closed_while_running()
         broken = broken_backend_error(self.call.backend)
@@ -546,7 +596,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 def _settle(future: concurrent.futures.Future[Any], outcome: Outcome) -> None:
     with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
-        if isinstance(outcome, Returned):
+        if not isinstance(outcome, list):  # Returned (not isinstance of it: an ABC, slower)
             future.set_result(outcome.values[0])
             return
         [result] = outcome
@@ -554,6 +604,43 @@ def _settle(future: concurrent.futures.Future[Any], outcome: Outcome) -> None:
             future.set_result(result.value)
         else:
             future.set_exception(result.error)
+
+
+class Apply:
+    """``fn(*args, **kwargs)`` as a job function whose job is ``(args, kwargs)``.
+
+    For ``submit`` (and a map over several iterables): an object rather than a
+    closure, so that the arguments travel to a process or Dask worker once, as the
+    job, and a coroutine function stays one (see :class:`AsyncApply`).
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, job: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
+        args, kwargs = job
+        return self.fn(*args, **kwargs)
+
+    def forget(self) -> None:
+        """Drop the function (its job has ended): the pool keeps nothing of a job."""
+        self.fn = _nothing
+
+    @staticmethod
+    def of(fn: Callable[..., Any]) -> Apply:
+        """An Apply of ``fn``; a coroutine function's is one too (see :class:`AsyncApply`)."""
+        return AsyncApply(fn) if is_async_callable(fn) else Apply(fn)
+
+
+class AsyncApply(Apply):
+    """:class:`Apply` of a coroutine function: itself a coroutine function."""
+
+    __slots__ = ()
+
+    async def __call__(self, job: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
+        args, kwargs = job
+        return await self.fn(*args, **kwargs)
 
 
 class WorkerPool:
@@ -592,7 +679,8 @@ class WorkerPool:
       asyncio, 20 ms on processes, 50 ms on Dask); a number fixes it.
     * ``retries``/``retry_on``/``backoff``: failed attempts raising an instance of
       ``retry_on`` run again, up to ``retries`` more times, after
-      ``backoff`` (a :class:`Backoff`, exponential with full jitter, or a callable
+      ``backoff`` (a :class:`Backoff`, exponential with full jitter; a number of
+      seconds, the base of the default ``Backoff``; or a callable
       ``attempt -> seconds``). Retry state is per job.
     * ``timeout``: seconds per attempt; an attempt that runs longer fails with
       :class:`JobTimeout` (retried like any failure). An async job is cancelled. A
@@ -625,7 +713,7 @@ class WorkerPool:
         chunksize: int | None = None,
         retries: int = 0,
         retry_on: RetryOn = (Exception,),
-        backoff: Backoff | BackoffFunction | None = None,
+        backoff: Backoff | BackoffFunction | float | None = None,
         timeout: float | None = None,
         rate: float | str | RateLimiter | None = None,
         dead_letters: object = None,
@@ -648,6 +736,7 @@ class WorkerPool:
         if self._kind == "process":
             workers = self._workers or _default_workers("process")
             self._process_backend = ProcessBackend(workers, **process_options)
+            self._process_backend.on_failure = self._backend_died
         else:
             _refuse_process_options(process_options)
         # A Dask pool connects (or starts a LocalCluster) when it first runs a job.
@@ -675,7 +764,8 @@ class WorkerPool:
         self._loop_thread: LoopThread | None = None
         # The generators of map/results calls not yet finished, and their runs.
         self._runs: weakref.WeakKeyDictionary[Any, _Run[Any]] = weakref.WeakKeyDictionary()
-        self._futures: dict[concurrent.futures.Future[Any], Call] = {}
+        self._futures: dict[concurrent.futures.Future[Any], Call | Task] = {}
+        self._last_kind: tuple[Callable[[], object], str] = (_nothing, self._kind)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -685,9 +775,7 @@ class WorkerPool:
 
     def _backend_for(self, fn: object, loop: asyncio.AbstractEventLoop | None) -> Backend:
         """The backend that runs ``fn``; ``loop`` is the async consumer's loop, if any."""
-        if not callable(fn):
-            raise TypeError(f"the job function must be callable, not {fn!r}")
-        kind = resolve_kind(self._kind, fn)
+        kind = self._kind_of(fn)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the worker pool is closed")
@@ -699,11 +787,39 @@ class WorkerPool:
                 backend = self._dask_locked()
             else:
                 backend = self._async_locked(loop)
-            backend.on_failure = self._backend_died
         broken = broken_backend_error(backend)
         if broken is not None:  # one of its workers died of a bug: it takes no more work
             raise broken
         return backend
+
+    def _submit_backend(self, fn: object) -> Backend:
+        """:meth:`_backend_for` a submit, without the lock in the common case.
+
+        A thread backend that exists and has not failed is the answer, unless the
+        pool is closed; if it closes meanwhile, the backend refuses the job itself.
+        """
+        backend = self._thread_backend
+        if (
+            backend is not None
+            and self._kind_of(fn) == "thread"
+            and not self._closed
+            and backend.failure is None
+        ):
+            return backend
+        return self._backend_for(fn, _running_loop())
+
+    def _kind_of(self, fn: object) -> str:
+        """The backend kind that runs ``fn``; the last answer is kept, as a loop of
+        submits asks it about one function again and again (inspect costs ~0.6 us)."""
+        last_fn, last_kind = self._last_kind
+        if fn is last_fn():
+            return last_kind
+        if not callable(fn):
+            raise TypeError(f"the job function must be callable, not {fn!r}")
+        kind = resolve_kind(self._kind, fn)
+        with contextlib.suppress(TypeError):  # a builtin cannot be referred to weakly
+            self._last_kind = (weakref.ref(fn), kind)  # weak: the pool keeps no job alive
+        return kind
 
     def _backend_died(self, backend: Backend) -> None:
         """Fail the submitted futures waiting on ``backend``: their jobs may be lost."""
@@ -717,6 +833,7 @@ class WorkerPool:
     def _thread_locked(self) -> ThreadBackend:
         if self._thread_backend is None:
             self._thread_backend = ThreadBackend(self._workers or _default_workers("thread"))
+            self._thread_backend.on_failure = self._backend_died
         return self._thread_backend
 
     def _process_locked(self) -> ProcessBackend:
@@ -727,6 +844,7 @@ class WorkerPool:
         if self._dask_runner is None:
             assert self._dask is not None, "made in __init__ for a Dask pool"
             self._dask_runner = DaskRunner(self._dask, self._workers)  # connects: blocks
+            self._dask_runner.on_failure = self._backend_died
         return self._dask_runner
 
     def _async_locked(self, loop: asyncio.AbstractEventLoop | None) -> AsyncBackend:
@@ -738,6 +856,7 @@ class WorkerPool:
         if backend is None:
             workers = self._workers or _default_workers("async")
             backend = self._async_backends[loop] = AsyncBackend(workers, loop)
+            backend.on_failure = self._backend_died
         return backend
 
     # -- map and results --------------------------------------------------------------
@@ -843,7 +962,9 @@ class WorkerPool:
             self._runs[generator] = run
         return generator
 
-    def _drive(self, run: _Run[Any], iterator: Iterator[Any], jobs: object) -> Iterator[Any]:
+    def _drive(
+        self, run: _Run[Any], iterator: Iterator[Any], jobs: object
+    ) -> Generator[Any, None, None]:
         batches = self._batches(run, iterator, jobs)
         try:
             for batch in batches:
@@ -915,11 +1036,30 @@ class WorkerPool:
     def _wait(run: _Run[Any]) -> list[Outcome]:
         while True:
             try:
-                return run.outcomes.recv_many(1 << 30, timeout=_LIVENESS_SECONDS)
+                return run.outcomes.recv_many(1 << 30, timeout=run.patience())
             except TimeoutError:
                 run.waited_too_long()
             except ChannelClosed:
                 raise _closed_while_running() from None
+
+    def _started_map(
+        self, fn: Callable[[Any], Any], jobs: object, deadline: float | None, **options: Any
+    ) -> tuple[Generator[Any, None, None], _Run[Any], Iterator[Any]]:
+        """:meth:`map` with its first window already taken, and a ``deadline``; also
+        the call's run and its input iterator.
+
+        For PoolExecutor.map, whose jobs start when it is called (as the stdlib's
+        do) and whose ``next()`` raises TimeoutError once ``deadline`` has passed.
+        """
+        iterator = self._sync_input(jobs, "map")
+        run = self._start("map", fn, jobs, None, options)
+        run.deadline = deadline
+        # The whole window, even before job times are known (want() would take less
+        # then): the stdlib's map submits its jobs at the call, and they run whether
+        # or not anyone iterates.
+        run.accept(_pull(run, iterator, run.buffer))
+        # Not registered: the executor ends its maps itself, letting taken jobs finish.
+        return self._drive(run, iterator, jobs), run, iterator
 
     # -- async map and results -----------------------------------------------------------
 
@@ -1058,31 +1198,102 @@ class WorkerPool:
         Leaving the pool's ``with`` waits for submitted jobs, or cancels them when it
         is left on an exception.
         """
-        backend = self._backend_for(fn, _running_loop())
+        return self._submit(fn, args, kwargs, mark_running=False)
+
+    def _submit(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        mark_running: bool,
+    ) -> concurrent.futures.Future[Any]:
+        """:meth:`submit`; with ``mark_running`` the future turns running when its job
+        starts (and is then no longer cancellable), as a stdlib executor's does."""
+        backend = self._submit_backend(fn)
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         settings = self._settings
+        if mark_running and settings.plain and isinstance(backend, ThreadBackend):
+            self._submit_task(backend, future, fn, args, kwargs)
+            return future
+        if mark_running:
+            # The worker forgets the future when the job ends or is skipped: a future
+            # that cannot be cancelled once running needs no done-callback for it.
+            deliver: Callable[[Outcome], object] = partial(self._settle_forgetting, future)
+            on_start: Callable[[], bool] | None = partial(self._start_or_forget, future)
+        else:
+            deliver, on_start = partial(_settle, future), None
         call = Call(
-            lambda _: fn(*args, **kwargs),
+            Apply.of(fn),
             backend=backend,
             policy=settings.policy,
             timeout=settings.timeout,
             limiter=settings.limiter,
             stats=self._stats,
-            context=self._context.with_cancel(),
-            deliver=lambda outcome: _settle(future, outcome),
+            context=self._context,
+            derive_context=True,
+            deliver=deliver,
+            chunksize=1,
+            on_start=on_start,
         )
         with self._lock:
             self._futures[future] = call
-        future.add_done_callback(self._forget_future)
+        if not mark_running:
+            future.add_done_callback(self._forget_future)
         self._stats.submitted()
-        backend.submit(call, [Job(call, 0, (args, kwargs))])
+        backend.submit_one(call, Job(call, 0, (args, kwargs)))
         return future
+
+    def _submit_task(
+        self,
+        backend: ThreadBackend,
+        future: concurrent.futures.Future[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """A submit with nothing to retry, time or pace, as a :class:`Task` (cheaper)."""
+        task = Task(
+            future,
+            fn,
+            args,
+            kwargs,
+            backend=backend,
+            stats=self._stats,
+            parent=self._context,
+            forget=self._forget_call,
+        )
+        # One dict operation is atomic (the GIL, or the dict's own lock without one):
+        # no pool lock on this path. close() copies the dict in one step too.
+        self._futures[future] = task
+        self._stats.submitted()
+        backend.submit_task(task)
+
+    def _settle_forgetting(self, future: concurrent.futures.Future[Any], outcome: Outcome) -> None:
+        self._forget_call(future)
+        _settle(future, outcome)
+
+    def _start_or_forget(self, future: concurrent.futures.Future[Any]) -> bool:
+        try:
+            if future.set_running_or_notify_cancel():
+                return True
+        except RuntimeError:  # already failed: its backend died
+            pass
+        self._forget_call(future)
+        return False
+
+    def _forget_call(self, future: concurrent.futures.Future[Any]) -> None:
+        call = self._futures.pop(future, None)  # atomic: see _submit_task
+        if call is not None:
+            call.cancel()  # the job has ended: frees what a backend keeps per call
+            if isinstance(call, Call) and isinstance(call.fn, Apply):
+                call.fn.forget()  # a worker's frame may hold it until its next job
 
     def _forget_future(self, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
             call = self._futures.pop(future, None)
         if call is not None:
-            call.cancel()  # ends the job's context; a no-op once the job has ended
+            call.cancel()  # ends the job's context, if it made one; else just a flag
 
     # -- statistics -------------------------------------------------------------------
 
@@ -1106,6 +1317,12 @@ class WorkerPool:
     def _cancel_submitted(self, futures: list[concurrent.futures.Future[Any]]) -> None:
         for future in futures:
             future.cancel()
+
+    def _cancel_pending_futures(self) -> None:
+        """Cancel the submitted futures (those of PoolExecutor: the ones not started)."""
+        with self._lock:
+            futures = list(self._futures)
+        self._cancel_submitted(futures)
 
     def close(self, *, cancel_futures: bool = False) -> None:
         """Stop the pool (what leaving ``with`` does): blocks until its workers are gone.
@@ -1194,6 +1411,21 @@ class WorkerPool:
         traceback: TracebackType | None,
     ) -> None:
         await self.aclose(cancel_futures=exc_type is not None)
+
+
+def _nothing() -> None:
+    """A dead weak reference: what no job function is."""
+
+
+def has_more(iterator: Iterator[Any]) -> bool:
+    """Whether an input that was stopped had items left (one is taken to know)."""
+    try:
+        return next(iterator, _NOTHING) is not _NOTHING
+    except Exception:
+        return True
+
+
+_NOTHING = object()
 
 
 def _pull(run: _Run[Any], iterator: Iterator[Any] | LiveInput, n: int) -> list[Any]:

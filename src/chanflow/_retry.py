@@ -23,6 +23,7 @@ __all__ = ["Backoff", "RetryPolicy"]
 
 RetryOn = type[BaseException] | tuple[type[BaseException], ...]
 BackoffFunction = Callable[[int], float]
+_DEFAULT_CAP = 10.0  # seconds: Backoff's default cap
 
 
 def _check_factor(factor: float) -> float:
@@ -56,7 +57,7 @@ class Backoff:
     """
 
     base: float = 0.1
-    cap: float = 10.0
+    cap: float = _DEFAULT_CAP
     factor: float = 2.0
 
     def __post_init__(self) -> None:
@@ -111,15 +112,28 @@ def _check_retry_on(retry_on: RetryOn) -> tuple[type[BaseException], ...]:
     )
 
 
-def _check_backoff(backoff: Backoff | BackoffFunction | None) -> Backoff | BackoffFunction:
+def _check_backoff(backoff: Backoff | BackoffFunction | float | None) -> Backoff | BackoffFunction:
     if backoff is None:
         return Backoff()
     if isinstance(backoff, Backoff) or callable(backoff):
         return backoff
+    if _is_number(backoff):
+        return _backoff_from_seconds(backoff)
     raise TypeError(
-        "backoff must be a chanflow.Backoff, a callable taking the attempt number and "
-        f"returning seconds, or None, not {backoff!r}"
+        "backoff must be a number of seconds, a chanflow.Backoff, a callable taking the "
+        f"attempt number and returning seconds, or None, not {backoff!r}"
     )
+
+
+def _backoff_from_seconds(seconds: float) -> Backoff:
+    """``backoff=0.5``: the default exponential backoff from a base of 0.5 s.
+
+    The cap stays the default 10 s unless the base is larger: a user who asks for 30 s
+    between attempts does not mean "at most 10".
+    """
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"backoff must be a positive, finite number of seconds, not {seconds!r}")
+    return Backoff(base=seconds, cap=max(_DEFAULT_CAP, seconds))
 
 
 def _check_delay(backoff: BackoffFunction, attempts: int, delay: object) -> float:
@@ -155,13 +169,14 @@ class RetryPolicy:
         cls,
         retries: int = 0,
         retry_on: RetryOn = (Exception,),
-        backoff: Backoff | BackoffFunction | None = None,
+        backoff: Backoff | BackoffFunction | float | None = None,
     ) -> RetryPolicy:
         """Validate the pool's retry arguments into a policy.
 
         ``retry_on`` may be one exception class or a non-empty tuple of them;
-        ``backoff=None`` means ``Backoff()``. Raises ValueError for ``retries`` that
-        is not an int >= 0, TypeError for a bad ``retry_on`` or ``backoff``.
+        ``backoff=None`` means ``Backoff()``, a number ``n`` of seconds
+        ``Backoff(base=n)``. Raises ValueError for ``retries`` that is not an int >= 0,
+        TypeError for a bad ``retry_on`` or ``backoff``.
         """
         return cls(_check_retries(retries), _check_retry_on(retry_on), _check_backoff(backoff))
 
