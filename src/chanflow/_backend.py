@@ -117,7 +117,8 @@ class Task:
     ``fn(*args, **kwargs)`` run by a worker thread with no Call, Job or Collector: a
     lone job's hand-off then costs about what ``ThreadPoolExecutor``'s does. It marks
     ``future`` running when it starts (skipping the job if it was cancelled), counts
-    itself in ``stats``, calls ``forget(future)`` when it has ended, then settles it.
+    itself in ``stats``, leaves ``pending`` (the pool's submitted futures) when it has
+    ended, then settles it.
     It is its own job slot: ``current_context()`` inside it makes the job's Context
     on first use, a child of ``parent``.
     """
@@ -127,10 +128,10 @@ class Task:
         "args",
         "backend",
         "fn",
-        "forget",
         "future",
         "kwargs",
         "parent",
+        "pending",
         "stats",
     )
 
@@ -140,11 +141,10 @@ class Task:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        *,
         backend: Backend,
         stats: StatsRecorder,
         parent: Context,
-        forget: Callable[[Future[Any]], object],
+        pending: dict[Future[Any], Any],
     ) -> None:
         self.future = future
         self.fn = fn
@@ -153,7 +153,7 @@ class Task:
         self.backend = backend
         self.stats = stats
         self.parent = parent
-        self.forget = forget
+        self.pending = pending
         self._context: Context | None = None
 
     @property
@@ -180,10 +180,10 @@ class Task:
             started = False
         if not started:
             self.stats.cancelled()
-            self.forget(future)
+            self._forget()
             return
         stats = self.stats
-        stats.chunk_started()
+        stats.started_alone()
         start = monotonic()
         token = _current_slot.set(self)
         try:
@@ -191,21 +191,30 @@ class Task:
         except BaseException as error:  # a job's failure, whatever it is, is its outcome
             self._drop_job()
             _current_slot.reset(token)
-            stats.ended_alone(monotonic() - start, failed=True)
-            self.forget(future)
+            stats.ended_alone(monotonic() - start, True, True)
+            self._forget()
             try:
                 future.set_exception(error)
             except InvalidStateError:  # failed meanwhile: its backend died
                 pass
             return
-        self._drop_job()
+        self.fn = _no_job  # a worker holds its last Task until its next: keep no job
+        self.args = ()
+        self.kwargs = {}
         _current_slot.reset(token)
-        stats.ended_alone(monotonic() - start)
-        self.forget(future)
+        stats.ended_alone(monotonic() - start, False, True)
+        self._forget()
         try:
             future.set_result(value)
         except InvalidStateError:  # failed meanwhile: its backend died
             pass
+
+    def _forget(self) -> None:
+        """The job has ended (or will never start): the pool forgets it."""
+        self.pending.pop(self.future, None)  # atomic: no lock needed
+        context = self._context
+        if context is not None:
+            context.cancel()
 
     def _drop_job(self) -> None:
         """Keep nothing of the job: a worker holds its last Task until the next one."""

@@ -78,7 +78,12 @@ class ThreadBackend(Backend):
 
     def submit_task(self, task: Task) -> None:
         """Run ``task()`` on a worker (a submitted job with default settings)."""
-        self._put([task])
+        with self._lock:  # as _put, for one chunk (a submit-and-wait loop's hot path)
+            if self._closed:
+                raise RuntimeError("the worker pool is closed")
+            self._queue.put(task)
+        if self._queue.qsize() > len(self._parked) and len(self._workers) < self.workers:
+            self._grow(unless_starting=True)
 
     def submit_chunked(self, call: Call, start: int, items: list[Any], size: int) -> None:
         if call.paced:

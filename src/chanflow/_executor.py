@@ -95,6 +95,7 @@ class PoolExecutor(concurrent.futures.ThreadPoolExecutor):
         _check_option_names(options)
         self._pool = WorkerPool(workers, backend, **options)
         self._kind = self._pool._kind
+        self._pickles = self._kind in ("process", "dask")  # its functions must pickle
         # Read by some code written for the stdlib's executors.
         self._max_workers = workers or _default_workers(self._kind)
         self._shutdown_lock = threading.Lock()
@@ -139,10 +140,12 @@ class PoolExecutor(concurrent.futures.ThreadPoolExecutor):
         executor, and for a coroutine function on ``backend="thread"`` (or a plain
         one on ``"async"``). Costs about as much as ``ThreadPoolExecutor.submit``.
         """
-        self._check_open()
-        self._check_sendable(fn)
+        if self._is_shut_down or _interpreter_exiting:
+            self._check_open()
+        if self._pickles:
+            self._check_sendable(fn)
         try:
-            return self._pool._submit(fn, args, kwargs, mark_running=True)
+            return self._pool._submit(fn, args, kwargs, True)
         except RuntimeError:
             self._check_open()  # shut down meanwhile: say so as the stdlib does
             raise
@@ -299,7 +302,7 @@ class PoolExecutor(concurrent.futures.ThreadPoolExecutor):
         error from ``submit``. The last function checked is remembered, so a loop of
         submits pickles it once.
         """
-        if self._kind not in ("process", "dask") or fn is self._last_sendable():
+        if not self._pickles or fn is self._last_sendable():
             return
         if not callable(fn):
             return  # the pool says so

@@ -1198,14 +1198,13 @@ class WorkerPool:
         Leaving the pool's ``with`` waits for submitted jobs, or cancels them when it
         is left on an exception.
         """
-        return self._submit(fn, args, kwargs, mark_running=False)
+        return self._submit(fn, args, kwargs, False)
 
     def _submit(
         self,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        *,
         mark_running: bool,
     ) -> concurrent.futures.Future[Any]:
         """:meth:`submit`; with ``mark_running`` the future turns running when its job
@@ -1254,14 +1253,7 @@ class WorkerPool:
     ) -> None:
         """A submit with nothing to retry, time or pace, as a :class:`Task` (cheaper)."""
         task = Task(
-            future,
-            fn,
-            args,
-            kwargs,
-            backend=backend,
-            stats=self._stats,
-            parent=self._context,
-            forget=self._forget_call,
+            future, fn, args, kwargs, backend, self._stats, self._context, self._futures
         )
         # One dict operation is atomic (the GIL, or the dict's own lock without one):
         # no pool lock on this path. close() copies the dict in one step too.

@@ -115,6 +115,7 @@ class StatsRecorder:
         "_lock",
         "_retried",
         "_running",
+        "_running_alone",
         "_started_at",
         "_submitted",
         "_timed_out",
@@ -125,6 +126,9 @@ class StatsRecorder:
         self._started_at = _monotonic()
         self._submitted = 0
         self._running = 0
+        # One entry per job running alone (``started_alone``): list.append and pop are
+        # atomic, so a submitted job's start costs no lock.
+        self._running_alone: list[None] = []
         self._completed = 0
         self._failed = 0
         self._retried = 0
@@ -174,10 +178,18 @@ class StatsRecorder:
             self._completed += len(latencies) - failed
             self._latencies.extend(latencies)
 
-    def ended_alone(self, seconds: float, failed: bool = False) -> None:
-        """``chunk_ended`` of a chunk of one job that ended after ``seconds`` (~0.2 us)."""
+    def started_alone(self) -> None:
+        """``chunk_started`` of a job run alone (a Task), ended by ``ended_alone``."""
+        self._running_alone.append(None)
+
+    def ended_alone(self, seconds: float, failed: bool = False, task: bool = False) -> None:
+        """``chunk_ended`` of a chunk of one job that ended after ``seconds`` (~0.2 us);
+        ``task``: one begun by ``started_alone``."""
+        if task:
+            self._running_alone.pop()
         with self._lock:
-            self._running -= 1
+            if not task:
+                self._running -= 1
             self._busy += seconds
             if failed:
                 self._failed += 1
@@ -194,7 +206,7 @@ class StatsRecorder:
         """A consistent frozen snapshot of the counters. Never blocks beyond the lock."""
         with self._lock:
             elapsed = _monotonic() - self._started_at
-            submitted, running = self._submitted, self._running
+            submitted, running = self._submitted, self._running + len(self._running_alone)
             completed, failed = self._completed, self._failed
             retried, timed_out = self._retried, self._timed_out
             cancelled, busy = self._cancelled, self._busy
@@ -248,9 +260,13 @@ class StatsTee(StatsRecorder):
         super().chunk_ended(outcome)
         self._also.chunk_ended(outcome)
 
-    def ended_alone(self, seconds: float, failed: bool = False) -> None:
-        super().ended_alone(seconds, failed)
-        self._also.ended_alone(seconds, failed)
+    def started_alone(self) -> None:
+        super().started_alone()
+        self._also.started_alone()
+
+    def ended_alone(self, seconds: float, failed: bool = False, task: bool = False) -> None:
+        super().ended_alone(seconds, failed, task)
+        self._also.ended_alone(seconds, failed, task)
 
     def cancelled(self, n: int = 1) -> None:
         super().cancelled(n)
