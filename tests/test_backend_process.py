@@ -791,6 +791,40 @@ def test_a_worker_of_a_retrying_call_reports_a_failure_at_once(eager: bool) -> N
         assert (sorted(rest[0]), rest[1]) == ([1, 3], [0, None, 2, None])
 
 
+def test_a_worker_gives_up_its_cpu_after_a_failure_it_sends_ahead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The parent's thread that reads a part may be waiting for the CPU this worker
+    # runs on (the chunk's write woke the worker there): after a failure sent ahead the
+    # worker yields it, or the failure would reach the parent with the chunk's end.
+    import chanflow._process_worker as worker_module
+
+    events: list[str] = []
+
+    class Outbox(_Outbox):
+        def send_bytes(self, data: bytes) -> None:
+            events.append("part")
+            super().send_bytes(data)
+
+    def job(item: int) -> int:
+        if item % 2:
+            raise RuntimeError(item)
+        return item
+
+    monkeypatch.setattr(worker_module, "_yield_cpu", lambda: events.append("yield"))
+    monkeypatch.setattr(worker_module, "YIELD_GAP", 0.0)
+    progress = multiprocessing.RawValue("l", -1)
+    _run(job, [0, 1, 2, 3, 4, 5], progress, JobScope(), cast(Any, Outbox()), 60.0, True)
+    assert events == ["part", "yield", "part", "yield"]  # the last failure goes with done
+    events.clear()
+    _run(job, [0, 2, 4], progress, JobScope(), cast(Any, Outbox()), 0.0, True)
+    assert events == ["part"] * 3  # parts sent for time's sake: nobody waits for them
+    events.clear()
+    monkeypatch.setattr(worker_module, "YIELD_GAP", 60.0)  # at most one yield per gap
+    _run(job, [0, 1, 2, 3, 4, 5], progress, JobScope(), cast(Any, Outbox()), 60.0, True)
+    assert events == ["part", "yield", "part"]
+
+
 def test_retries_that_join_a_waiting_chunk_run_in_index_order() -> None:
     # Retries join the waiting chunk in the order they fell due; the chunk must still
     # run (and come back) in index order, or an ordered consumer would read [4, 6, 5]
@@ -805,3 +839,36 @@ def test_retries_that_join_a_waiting_chunk_run_in_index_order() -> None:
     backend._take_waiting(call, queued)
     assert [job.index for job in queued] == [4, 6, 7, 9]
     assert backend._join_waiting(call, [Job(call, 1, 1)]) is not queued  # taken: a new one
+
+
+def test_retries_that_fall_due_together_wait_in_one_chunk_per_worker() -> None:
+    # Retries that fall due while every worker is busy are shared among the workers:
+    # one waiting chunk each, a retry joining the shortest; in one chunk, the first
+    # worker free would run them all, one after the other, and the next one none.
+    backend = ProcessBackend(workers=2)
+    call = call_of(backend, square, results_into([]))
+    call.measured(100, 0.0001)  # cheap jobs: chunks of many
+    jobs = [Job(call, index, index) for index in range(6)]
+    first = backend._join_waiting(call, jobs[:1])
+    second = backend._join_waiting(call, jobs[1:2])
+    assert first is not None and second is not None and first is not second
+    assert [backend._join_waiting(call, [job]) for job in jobs[2:5]] == [None] * 3
+    assert ([job.index for job in first], [job.index for job in second]) == ([0, 2, 4], [1, 3])
+    backend._take_waiting(call, first)  # a worker takes it: the next retry starts another
+    third = backend._join_waiting(call, jobs[5:])
+    assert third is not None and third is not first and third is not second
+    assert backend._join_waiting(call, [Job(call, 6, 6)]) is None
+    assert [job.index for job in second] + [job.index for job in third] == [1, 3, 5, 6]
+
+
+def test_a_full_waiting_chunk_takes_no_more_retries() -> None:
+    # A waiting chunk holds at most the call's chunk size: the next retry starts another.
+    backend = ProcessBackend(workers=1)
+    call = call_of(backend, square, results_into([]))  # chunks of 1 job until measured
+    first = backend._join_waiting(call, [Job(call, 0, 0)])
+    second = backend._join_waiting(call, [Job(call, 1, 1)])
+    assert first is not None and second is not None and second is not first
+    backend._take_waiting(call, first)  # no longer registered: nothing happens to second
+    assert backend._join_waiting(call, [Job(call, 2, 2)]) is not None  # second is full too
+    backend._take_waiting(call, second)
+    assert [job.index for job in second] == [1]
