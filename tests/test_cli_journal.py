@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ def test_journal_records_survive_reopening_and_replay_in_index_order(tmp_path: P
 
 def test_journal_uses_write_ahead_logging(tmp_path: Path) -> None:
     Journal(tmp_path / "run.db", "x", resume=False).close()
-    with sqlite3.connect(tmp_path / "run.db") as db:
+    with closing(sqlite3.connect(tmp_path / "run.db")) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 

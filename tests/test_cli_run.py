@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -360,7 +361,7 @@ def test_help_and_module_entry_point(here: Path) -> None:
 
 
 def journal_rows(path: Path) -> list[int]:
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         return [index for (index,) in db.execute("SELECT idx FROM jobs ORDER BY idx")]
 
 

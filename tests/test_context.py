@@ -331,7 +331,7 @@ def test_await_waits_without_blocking_the_loop() -> None:
 def test_await_with_a_time_limit_and_in_aselect() -> None:
     async def main() -> None:
         context = background().with_cancel()
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):  # TimeoutError from 3.11 on
             await asyncio.wait_for(context, 0.02)
         assert not context.cancelled
         expiring = context.with_timeout(0.02)

@@ -510,7 +510,7 @@ def test_timeout_around_an_async_group_leaves_no_task_behind() -> None:
                 g.go(asyncio.sleep, 100)
 
     async def main() -> None:
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):  # TimeoutError from 3.11 on
             await asyncio.wait_for(group_of_sleepers(), 0.05)
         assert not other_tasks()
 

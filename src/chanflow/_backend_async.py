@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
@@ -56,7 +57,7 @@ class AsyncBackend(Backend):
 
     def _grow(self) -> None:
         if len(self._queue) and len(self._tasks) < self.workers and not self._queue.closed:
-            task = self._loop.create_task(self._work())
+            task = _new_worker_task(self._loop, self._work())
             self._tasks[task] = None
             task.add_done_callback(self._forget)
 
@@ -173,7 +174,40 @@ def _worker_cancelled() -> bool:
     """True if the running task itself is being cancelled (not just an await inside it)."""
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
-    return cancelling is None or cancelling() > 0  # before 3.11 we cannot tell: assume so
+    # Before 3.11 only a worker task (_WorkerTask) can tell; any other: assume so.
+    return cancelling is None or cancelling() > 0
+
+
+if sys.version_info >= (3, 11):
+
+    def _new_worker_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
+        return loop.create_task(coro)
+
+else:
+
+    class _WorkerTask(asyncio.Task[None]):
+        """A worker task on 3.10, whose Task has no ``cancelling()``: this one counts
+        the requests to cancel it, as 3.11's does, so that a job that raises
+        CancelledError by itself fails alone instead of ending its worker (which
+        would leave the job's call waiting for ever)."""
+
+        _cancel_requests = 0
+
+        def cancel(self, msg: Any = None) -> bool:
+            if self.done():
+                return False
+            self._cancel_requests += 1
+            return super().cancel(msg)
+
+        def cancelling(self) -> int:
+            return self._cancel_requests
+
+    def _new_worker_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
+        return _WorkerTask(coro, loop=loop)
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

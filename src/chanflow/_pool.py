@@ -1252,9 +1252,7 @@ class WorkerPool:
         kwargs: dict[str, Any],
     ) -> None:
         """A submit with nothing to retry, time or pace, as a :class:`Task` (cheaper)."""
-        task = Task(
-            future, fn, args, kwargs, backend, self._stats, self._context, self._futures
-        )
+        task = Task(future, fn, args, kwargs, backend, self._stats, self._context, self._futures)
         # One dict operation is atomic (the GIL, or the dict's own lock without one):
         # no pool lock on this path. close() copies the dict in one step too.
         self._futures[future] = task

@@ -47,15 +47,19 @@ class Journal:
         self.path = path
         try:
             self._db = sqlite3.connect(path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL: a commit survives the process being killed; only a power cut
-            # can lose the last few, which a resume then runs again.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # NORMAL: a commit survives the process being killed; only a power cut
+                # can lose the last few, which a resume then runs again.
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                self.finished = self._finished_digests()
+                self._claim(identity, resume=resume)
+            except BaseException:
+                self._db.close()  # refused: not left to the garbage collector
+                raise
         except sqlite3.DatabaseError as error:
             raise JournalError(f"cannot use journal {str(path)!r}: {error}") from None
-        self.finished = self._finished_digests()
-        self._claim(identity, resume=resume)
 
     def _finished_digests(self) -> dict[int, str]:
         return dict(self._db.execute("SELECT idx, digest FROM jobs"))
