@@ -186,26 +186,23 @@ class Task:
         stats.started_alone()
         start = monotonic()
         token = _current_slot.set(self)
+        failure: BaseException | None = None
         try:
             value = self.fn(*self.args, **self.kwargs)
         except BaseException as error:  # a job's failure, whatever it is, is its outcome
-            self._drop_job()
-            _current_slot.reset(token)
-            stats.ended_alone(monotonic() - start, True, True)
-            self._forget()
-            try:
-                future.set_exception(error)
-            except InvalidStateError:  # failed meanwhile: its backend died
-                pass
-            return
+            value, failure = None, error
         self.fn = _no_job  # a worker holds its last Task until its next: keep no job
         self.args = ()
         self.kwargs = {}
         _current_slot.reset(token)
-        stats.ended_alone(monotonic() - start, False, True)
+        stats.ended_alone(monotonic() - start, failure is not None, True)
         self._forget()
         try:
-            future.set_result(value)
+            if failure is None:
+                future.set_result(value)
+            else:
+                future.set_exception(failure)
+                failure = None  # its traceback holds this frame: no cycle left behind
         except InvalidStateError:  # failed meanwhile: its backend died
             pass
 
@@ -215,12 +212,6 @@ class Task:
         context = self._context
         if context is not None:
             context.cancel()
-
-    def _drop_job(self) -> None:
-        """Keep nothing of the job: a worker holds its last Task until the next one."""
-        self.fn = _no_job
-        self.args = ()
-        self.kwargs = {}
 
 
 _current_slot: ContextVar[JobSlot | FreshSlot | Task | None] = ContextVar(
