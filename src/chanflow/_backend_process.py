@@ -1002,6 +1002,21 @@ def _forget_the_parents_forkserver() -> None:
     for name in ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid"):
         if hasattr(server, name):
             setattr(server, name, None)
+    # A lock a parent thread held at the fork (starting a worker) stays held in the
+    # child for ever: the child gets fresh ones, of the same kind.
+    _renew_lock(server)
+    try:
+        from multiprocessing import resource_tracker
+    except ImportError:
+        return
+    _renew_lock(getattr(resource_tracker, "_resource_tracker", None))
+
+
+def _renew_lock(holder: Any) -> None:
+    lock = getattr(holder, "_lock", None)
+    if lock is not None:
+        reentrant = isinstance(lock, type(threading.RLock()))
+        holder._lock = threading.RLock() if reentrant else threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
