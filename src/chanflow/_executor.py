@@ -100,7 +100,7 @@ class PoolExecutor(concurrent.futures.ThreadPoolExecutor):
         self._max_workers = workers or _default_workers(self._kind)
         self._shutdown_lock = threading.Lock()
         self._is_shut_down = False
-        # The thread that closes the pool after shutdown(wait=False), if one does.
+        # The thread that closes the pool, once shutdown() has started it.
         self._closer: threading.Thread | None = None
         self._maps: set[Any] = set()  # the _Runs of maps not yet finished
         self._pid = os.getpid()
@@ -192,8 +192,10 @@ class PoolExecutor(concurrent.futures.ThreadPoolExecutor):
         jobs, up to ``max(2 * workers, 1024)`` on threads for cheap ones); so
         ``itertools.count()`` is a valid input. ``chunksize`` greater than 1 fixes
         how many jobs travel to a worker at once; 1, the default, lets chanflow
-        choose from measured job times (results are the same either way). After
-        :meth:`shutdown`, ``next()`` on an unfinished map raises RuntimeError.
+        choose from measured job times (results are the same either way); with a
+        ``timeout``, 1 means one job per chunk, so each value is ready when its job
+        ends. After :meth:`shutdown`, the ``next()`` that would take more input raises
+        RuntimeError; a map whose input was all taken yields all its values.
         Costs about 0.6 us per no-op job on threads.
         """
         self._check_open()
@@ -255,11 +257,13 @@ class PoolExecutor(concurrent.futures.ThreadPoolExecutor):
 
         As the stdlib's: ``cancel_futures=True`` cancels the futures not yet started
         (running ones finish); ``wait=False`` returns at once and the workers stop
-        once the work still to do is done. Open ``map`` iterators end: their jobs not
-        yet started are cancelled, and their next ``next()`` raises RuntimeError.
-        Called from one of chanflow's own threads (a done-callback or a thread job),
-        it cannot wait for the workers it runs on: it then shuts down in the
-        background and returns. Idempotent; ``with`` calls ``shutdown(wait=True)``.
+        once the work still to do is done. Open ``map`` iterators take no more input
+        (Python 3.14's ``buffersize`` semantics): the jobs they took run and are
+        waited for (cancelled if not started, with ``cancel_futures``), and the
+        ``next()`` that would take another item raises RuntimeError. Called from one
+        of chanflow's own threads (a done-callback or a thread job), it cannot wait
+        for the workers it runs on: it then shuts down in the background and returns.
+        Idempotent; ``with`` calls ``shutdown(wait=True)``.
         """
         with self._shutdown_lock:
             self._is_shut_down = True
