@@ -333,8 +333,10 @@ class _Run(Generic[T]):
         # When a waiting consumer gives up with TimeoutError (PoolExecutor.map's
         # ``timeout``, measured from the call); None: it waits as long as it takes.
         self.deadline: float | None = None
-        # Jobs whose outcomes the backend has delivered (counted from any thread), and
-        # what stop_taking() left: see PoolExecutor.shutdown.
+        # Jobs whose outcomes the backend has delivered (counted from any thread, and
+        # only for a call that may be drained: see count_deliveries), and what
+        # stop_taking() left: see PoolExecutor.shutdown.
+        self.counting = False
         self.delivered = 0
         self._delivered_lock = threading.Lock()
         self.drained: threading.Event | None = None
@@ -349,8 +351,18 @@ class _Run(Generic[T]):
             self.outcomes.send_nowait(outcome)
         except ChannelClosed:  # the consumer has gone
             pass
+        if self.counting:
+            self._count_delivered(len(outcome))
+
+    def count_deliveries(self) -> None:
+        """Count delivered jobs from now on (before any is taken), so that
+        :meth:`wait_delivered` can tell when the taken ones are all out. Off by
+        default: a lock per chunk that a pool's own calls do not need."""
+        self.counting = True
+
+    def _count_delivered(self, jobs: int) -> None:
         with self._delivered_lock:
-            self.delivered += len(outcome)
+            self.delivered += jobs
             drained = self.drained
         if drained is not None and self.delivered >= self.taken:
             drained.set()
@@ -365,10 +377,14 @@ class _Run(Generic[T]):
             self.exhausted = True
 
     def wait_delivered(self) -> None:
-        """Block until every job taken so far has been delivered (after stop_taking)."""
+        """Block until every job taken so far has been delivered (after stop_taking),
+        the call is cancelled, or its backend has failed."""
         with self._delivered_lock:
             drained = self.drained = threading.Event()
+        backend = self.call.backend
         while self.delivered < self.taken and not self.call.cancelled:
+            if broken_backend_error(backend) is not None:
+                return  # its workers died: what they held will never come out
             drained.wait(_LIVENESS_SECONDS)  # re-checked: taken may grow once more
             drained.clear()
 
@@ -1054,6 +1070,7 @@ class WorkerPool:
         iterator = self._sync_input(jobs, "map")
         run = self._start("map", fn, jobs, None, options)
         run.deadline = deadline
+        run.count_deliveries()
         # The whole window, even before job times are known (want() would take less
         # then): the stdlib's map submits its jobs at the call, and they run whether
         # or not anyone iterates.
