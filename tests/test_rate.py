@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import re
 import threading
@@ -40,24 +41,61 @@ def _worst_window(stamps: list[float], rate: float) -> float:
     return worst
 
 
-def _check_rate_and_windows(stamps: list[float], rate: float, burst: int) -> None:
-    stamps = sorted(stamps)
-    # One token of slack for the clock read after acquire() returns.
-    assert _worst_window(stamps, rate) <= burst + 1
+_reserved_instant: contextvars.ContextVar[float] = contextvars.ContextVar("_reserved_instant")
+_last_clock_read: contextvars.ContextVar[float] = contextvars.ContextVar("_last_clock_read")
+
+
+@contextmanager
+def _recording_reserved_instants() -> Iterator[None]:
+    """Let each thread and task read the instant its last token was granted for.
+
+    A clock read after ``acquire()`` returns can be late by however long the scheduler
+    kept the caller off a core, so several late reads bunch into one window on a busy
+    machine. What the limiter promises to space out is its grants: a token reserved
+    at the limiter's clock read ``now`` for the instant ``ready_at`` is granted at
+    ``max(now, ready_at)``, and ``acquire()`` must never return before it. The tests
+    check both.
+    """
+    reserve = RateLimiter._reserve
+
+    def reading_clock() -> float:
+        now = time.monotonic()
+        _last_clock_read.set(now)
+        return now
+
+    def recording(self: RateLimiter, tokens: int, max_delay: float) -> _rate.Reservation | None:
+        reservation = reserve(self, tokens, max_delay)
+        if reservation is not None:
+            _reserved_instant.set(max(reservation[0], _last_clock_read.get()))
+        return reservation
+
+    with (
+        mock.patch.object(_rate, "_monotonic", reading_clock),
+        mock.patch.object(RateLimiter, "_reserve", recording),
+    ):
+        yield
+
+
+def _check_rate_and_windows(grants: list[tuple[float, float]], rate: float, burst: int) -> None:
+    """``grants`` holds (reserved instant, clock read after acquire returned) pairs."""
+    assert all(returned >= instant for instant, returned in grants)
+    instants = sorted(instant for instant, _ in grants)
+    # Instants are sums of float intervals: allow rounding, not a token.
+    assert _worst_window(instants, rate) <= burst + 1e-6
     # The first `burst` acquisitions are free; every later one costs 1/rate seconds.
-    achieved = (len(stamps) - burst) / (stamps[-1] - stamps[0])
+    achieved = (len(instants) - burst) / (instants[-1] - instants[0])
     assert achieved == pytest.approx(rate, rel=0.02)
 
 
 def _hammer_with_threads(
-    limiter: RateLimiter, threads: int, duration: float, stamps: list[float]
+    limiter: RateLimiter, threads: int, duration: float, grants: list[tuple[float, float]]
 ) -> list[threading.Thread]:
     deadline = time.monotonic() + duration
 
     def hammer() -> None:
         while time.monotonic() < deadline:
             assert limiter.acquire()
-            stamps.append(time.monotonic())
+            grants.append((_reserved_instant.get(), time.monotonic()))
 
     workers = [threading.Thread(target=hammer) for _ in range(threads)]
     for worker in workers:
@@ -66,14 +104,15 @@ def _hammer_with_threads(
 
 
 async def _hammer_with_tasks(
-    limiter: RateLimiter, tasks: int, duration: float, stamps: list[float]
+    limiter: RateLimiter, tasks: int, duration: float, grants: list[tuple[float, float]]
 ) -> None:
     deadline = time.monotonic() + duration
 
     async def hammer() -> None:
         while time.monotonic() < deadline:
             assert await limiter.aacquire()
-            stamps.append(time.monotonic())
+            # No await since aacquire's last clock read: this task's instant is current.
+            grants.append((_reserved_instant.get(), time.monotonic()))
 
     await asyncio.gather(*(hammer() for _ in range(tasks)))
 
@@ -424,30 +463,33 @@ def test_concurrent_try_acquire_hands_out_exactly_burst() -> None:
 
 def test_threads_get_the_rate_and_no_window_holds_too_many() -> None:
     limiter = RateLimiter(200, burst=4)
-    stamps: list[float] = []
-    for worker in _hammer_with_threads(limiter, threads=6, duration=2.0, stamps=stamps):
-        worker.join()
-    assert len(stamps) > 350
-    _check_rate_and_windows(stamps, rate=200, burst=4)
+    grants: list[tuple[float, float]] = []
+    with _recording_reserved_instants():
+        for worker in _hammer_with_threads(limiter, threads=6, duration=2.0, grants=grants):
+            worker.join()
+    assert len(grants) > 350
+    _check_rate_and_windows(grants, rate=200, burst=4)
 
 
 def test_coroutines_get_the_rate_and_no_window_holds_too_many() -> None:
     limiter = RateLimiter("12000/m", burst=3)
-    stamps: list[float] = []
-    asyncio.run(_hammer_with_tasks(limiter, tasks=6, duration=2.0, stamps=stamps))
-    assert len(stamps) > 350
-    _check_rate_and_windows(stamps, rate=200, burst=3)
+    grants: list[tuple[float, float]] = []
+    with _recording_reserved_instants():
+        asyncio.run(_hammer_with_tasks(limiter, tasks=6, duration=2.0, grants=grants))
+    assert len(grants) > 350
+    _check_rate_and_windows(grants, rate=200, burst=3)
 
 
 def test_threads_and_coroutines_share_one_limiter() -> None:
     limiter = RateLimiter(300, burst=2)
-    stamps: list[float] = []
-    workers = _hammer_with_threads(limiter, threads=3, duration=1.0, stamps=stamps)
-    asyncio.run(_hammer_with_tasks(limiter, tasks=3, duration=1.0, stamps=stamps))
-    for worker in workers:
-        worker.join()
-    assert len(stamps) > 250
-    _check_rate_and_windows(stamps, rate=300, burst=2)
+    grants: list[tuple[float, float]] = []
+    with _recording_reserved_instants():
+        workers = _hammer_with_threads(limiter, threads=3, duration=1.0, grants=grants)
+        asyncio.run(_hammer_with_tasks(limiter, tasks=3, duration=1.0, grants=grants))
+        for worker in workers:
+            worker.join()
+    assert len(grants) > 250
+    _check_rate_and_windows(grants, rate=300, burst=2)
 
 
 # -- context managers ----------------------------------------------------------------------
