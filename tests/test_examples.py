@@ -403,3 +403,17 @@ def test_executor_swap_example() -> None:
         *(f"   run_in_executor: {key} on chanflow-worker-<n>" for key in "abc"),
         "   asyncio.to_thread: d on chanflow-worker-<n>",  # the default executor is ours
     ]
+
+
+def test_durable_run_example() -> None:
+    output = run_example("durable_run.py")
+    held = re.search(r"the journal holds ([\d,]+) finished jobs", output)
+    assert held is not None, output
+    finished = int(held.group(1).replace(",", ""))
+    assert 0 < finished < 2000, "the kill lands half-way"
+    resumed = re.search(r"([\d,]+) outcomes came back from the journal, ([\d,]+) jobs ran", output)
+    assert resumed is not None, output
+    replayed, ran = (int(group.replace(",", "")) for group in resumed.groups())
+    assert replayed == finished and replayed + ran == 2000
+    twice = re.search(r"(\d+) jobs ran twice", output)
+    assert twice is not None and int(twice.group(1)) <= 8 + 64, output  # running, or in a batch

@@ -215,14 +215,16 @@ def test_result_fields(backend: Backend, style: Style) -> None:
             raise Boom("bad job")
         return job.upper()
 
+    started = time.monotonic()
     outcome = style.run(backend, "results", body, ["good", "bad"])
+    wall = time.monotonic() - started  # no job can take longer than its whole call
     assert outcome.error is None
     good, bad = sorted(outcome.items, key=lambda result: result.index)
     assert isinstance(good, cf.Result)
     assert (good.job, good.index, good.value, good.error) == ("good", 0, "GOOD", None)
     assert good.ok
     assert good.attempts == 1
-    assert 0.009 <= good.elapsed < 1.0
+    assert 0.009 <= good.elapsed <= wall
     assert good.unwrap() == "GOOD"
     assert good.traceback is None
 
@@ -232,7 +234,7 @@ def test_result_fields(backend: Backend, style: Style) -> None:
     assert isinstance(bad.error, Boom)
     assert str(bad.error) == "bad job"
     assert bad.attempts == 1
-    assert 0.009 <= bad.elapsed < 1.0
+    assert 0.009 <= bad.elapsed <= wall
     with pytest.raises(Boom, match="bad job"):
         bad.unwrap()
     assert isinstance(bad.traceback, str)

@@ -21,6 +21,8 @@ EXPECTED = {
     "DeadlineExceeded",
     "Group",
     "JobTimeout",
+    "Journal",
+    "JournalError",
     "Pipeline",
     "PipelineReport",
     "PoolExecutor",
@@ -83,6 +85,7 @@ def test_exception_hierarchy() -> None:
         cf.DeadlineExceeded,
         cf.JobTimeout,
         cf.WorkerCrashed,
+        cf.JournalError,
         cf.RemoteError,
     ):
         assert issubclass(error, cf.ChanflowError)

@@ -22,6 +22,7 @@ from ._exceptions import (
     ChannelClosed,
     DeadlineExceeded,
     JobTimeout,
+    JournalError,
     RemoteError,
     WorkerCrashed,
     WouldBlock,
@@ -29,6 +30,7 @@ from ._exceptions import (
 from ._executor import PoolExecutor
 from ._fan_out import afan_out, fan_out
 from ._group import Group
+from ._journal import Journal
 from ._pipeline import Pipeline
 from ._pool import WorkerPool
 from ._rate import RateLimiter
@@ -53,6 +55,8 @@ __all__ = [
     "DeadlineExceeded",
     "Group",
     "JobTimeout",
+    "Journal",
+    "JournalError",
     "Pipeline",
     "PipelineReport",
     "PoolExecutor",

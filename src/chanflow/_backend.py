@@ -511,7 +511,7 @@ class _RemoteTraceback(Exception):
         return f'\n"""\n{self.text}"""'
 
 
-def _attach_remote_traceback(error: BaseException, text: str) -> None:
+def attach_remote_traceback(error: BaseException, text: str) -> None:
     if error.__traceback__ is None and error.__cause__ is None:
         error.__cause__ = _RemoteTraceback(text)
 
@@ -698,7 +698,7 @@ class Call:
             text = format_error(error)
         else:
             text = traceback
-            _attach_remote_traceback(error, traceback)
+            attach_remote_traceback(error, traceback)
         return Result(job.item, job.index, None, error, job.attempts, elapsed, text)
 
     def chunk_started(self) -> None:

@@ -12,6 +12,8 @@ The hierarchy::
           ├── JobTimeout          a pool job's attempt ran past its timeout
           │                       (also a built-in TimeoutError)
           ├── WorkerCrashed       a worker process died while running the job
+          ├── JournalError        a journal cannot be used (the message names the
+          │                       file): in use, corrupted, another run's, full disk
           └── RemoteError         a job's exception that could not travel back from
                                   its worker process (its type name, message and
                                   traceback text are kept)
@@ -30,6 +32,7 @@ __all__ = [
     "ChannelClosed",
     "DeadlineExceeded",
     "JobTimeout",
+    "JournalError",
     "RemoteError",
     "WorkerCrashed",
     "WouldBlock",
@@ -84,6 +87,17 @@ class WorkerCrashed(ChanflowError):
     """
 
 
+class JournalError(ChanflowError):
+    """A run's journal cannot be used as asked; the message names the file and says why.
+
+    Raised before anything runs when the journal holds finished jobs and ``resume``
+    is not set, was written for another function or input, is open elsewhere, is not
+    a chanflow journal (or is corrupted, or of another schema), or cannot be written;
+    and while a run goes on, when a commit fails (a full disk): then the jobs
+    committed before are kept, and a resume runs the rest.
+    """
+
+
 class RemoteError(ChanflowError):
     """A job raised an exception in a worker process that could not be sent back.
 
@@ -106,6 +120,7 @@ for _exception in (
     DeadlineExceeded,
     JobTimeout,
     WorkerCrashed,
+    JournalError,
     RemoteError,
 ):
     _exception.__module__ = "chanflow"

@@ -322,6 +322,8 @@ _OPTION_NAMES = ExecutorOptions.__required_keys__ | ExecutorOptions.__optional_k
 _STDLIB_HINTS = {
     "max_tasks_per_child": "chanflow calls it max_jobs_per_worker",
     "thread_name_prefix": "chanflow's worker threads are named chanflow-worker-<n>",
+    "journal": "an executor does not journal; use WorkerPool.map(fn, jobs, journal=...)",
+    "resume": "an executor does not journal; use WorkerPool.map(fn, jobs, journal=...)",
 }
 
 

@@ -38,6 +38,13 @@ from ._channel import Channel
 from ._context import Context
 from ._deadletters import DeadLetterSink, make_dead_letter_sink
 from ._exceptions import Cancelled, ChannelClosed
+from ._flow_journal import (
+    FlowJournal,
+    check_flow_journal,
+    check_no_batch,
+    flow_identity,
+    tagged_job,
+)
 from ._link import Budget, Halted, Hub, Link
 from ._pool import LiveInput, WorkerPool, _default_workers, resolve_kind
 from ._report import PipelineReport, StageMeter, StageReport
@@ -100,6 +107,14 @@ class Pipeline(Generic[T]):
     items of stages with ``on_error="dead_letter"`` that have none of their own;
     ``progress=True`` draws one live table (rich) with a row per stage; ``context``:
     cancelling it stops the flow, which raises its error (``cf.Cancelled``).
+
+    ``journal`` (a path or a :class:`Journal`) makes runs durable: each source
+    item's final outcome (its outputs, or its dead letters) is committed when its
+    last output reaches the consumer, and with ``resume=True`` a run killed at any
+    moment is run again without passing the finished items through any stage: their
+    stored outputs come first, then the flow's outputs for the others (see
+    docs/durable-runs.md). The source must be an iterable or async iterable (read
+    again on resume), and the flow may not have ``batch`` stages.
     """
 
     def __init__(
@@ -110,6 +125,8 @@ class Pipeline(Generic[T]):
         dead_letters: object = None,
         progress: bool = False,
         context: Context | None = None,
+        journal: object = None,
+        resume: bool = False,
     ) -> None:
         if not isinstance(source, (Iterable, AsyncIterable)):
             raise TypeError(
@@ -126,6 +143,9 @@ class Pipeline(Generic[T]):
         if context is not None and not isinstance(context, Context):
             raise TypeError(f"context must be a chanflow.Context or None, not {context!r}")
         self._context = context
+        check_flow_journal(journal, resume, source)
+        self._journal = journal
+        self._resume = resume
         self._stages: tuple[_Stage, ...] = ()
         self._last_run: _FlowRun | None = None
 
@@ -134,6 +154,7 @@ class Pipeline(Generic[T]):
         return f"<Pipeline {stages}>"
 
     def _with(self, stage: _Stage) -> Pipeline[Any]:
+        check_no_batch(self._journal, stage.kind)
         names = [existing.name for existing in self._stages]
         if stage.name in names:
             stage = replace(stage, name=f"{stage.name}#{len(self._stages) + 1}")
@@ -513,6 +534,14 @@ class _FlowRun:
         ]
         self._stop_watching: Callable[[], bool] | None = None
         self._progress: Any = None
+        # Opened last: a refused journal raises here, before any thread exists.
+        self.journal: FlowJournal | None = None
+        if flow._journal is not None:
+            self.journal = FlowJournal(
+                flow._journal,
+                resume=flow._resume,
+                identity=flow_identity((stage.kind, stage.fn) for stage in flow._stages),
+            )
 
     def _sink_for(self, stage: _Stage, shared: DeadLetterSink | None) -> DeadLetterSink | None:
         if stage.dead_letters is None:
@@ -565,6 +594,15 @@ class _FlowRun:
             self._progress.close()
         for sink in self._sinks:
             sink.close()
+        if self.journal is not None:
+            self.journal.close()
+
+    def sink_of(self, stage_name: str | None) -> DeadLetterSink | None:
+        """Where a replayed dead letter of ``stage_name`` goes: that stage's sink."""
+        for stage in self.stages:
+            if stage.stage.name == stage_name and stage.sink is not None:
+                return stage.sink
+        return self._sinks[0] if self._sinks else None
 
     # -- the source -----------------------------------------------------------------------
 
@@ -574,7 +612,12 @@ class _FlowRun:
             if isinstance(source, Channel):
                 self._feed_channel(source, link)
             elif isinstance(source, Iterable):
-                self._feed_iterator(iter(source), link)
+                iterator = iter(source)
+                if self.journal is not None:
+                    iterator = self.journal.tagged(iterator)
+                self._feed_iterator(iterator, link)
+            elif self.journal is not None:
+                asyncio.run(self._afeed(self.journal.atagged(source.__aiter__()), link))
             else:
                 asyncio.run(self._afeed(source, link))
             link.close()
@@ -707,17 +750,24 @@ class _StageRun:
         """An item failed for good: skip it, dead-letter it, or stop the flow."""
         self.meter.failed += 1
         result.stage = self.stage.name
+        journal = self.run.journal
+        if journal is not None:
+            journal.untag(result)
         if self.on_error == "raise":
             error = result.error
             assert error is not None
             raise _StageFailed(_named(error, self.stage.name))
         if self.on_error == "skip":
             self.meter.skipped += 1
+            if journal is not None:
+                journal.failed(result, dead=False)
             return
         assert self.sink is not None, "checked when the stage was added"
         if not self.sink.put_unless(result, self.run.hub.stopped):
             raise Halted("the pipeline was stopped")  # while the sink was full
         self.meter.dead_lettered += 1
+        if journal is not None:
+            journal.failed(result, dead=True)
 
     def _failed_in_pool(self, result: Result[Any]) -> None:
         self.failed(result)
@@ -726,15 +776,17 @@ class _StageRun:
     # -- the kinds of work ----------------------------------------------------------------
 
     def _pooled(self, pool: WorkerPool) -> None:
-        stage, kind = self.stage, self.stage.kind
-        fn = _job_of(kind, stage.fn)  # type: ignore[arg-type]
+        stage, kind, journal = self.stage, self.stage.kind, self.run.journal
+        # Journaled, the workers run the function on a tagged item's value.
+        job_of = _job_of if journal is None else tagged_job
+        fn = job_of(kind, stage.fn)  # type: ignore[arg-type]
         options = dict(stage.call, buffer=stage.buffer)
         if self.on_error != "raise":
             options["dead_letters"] = self._failed_in_pool
         batches = pool._map_batches(fn, _Inbox(self), **options)
         try:
             for batch in batches:
-                outputs = _shaped(kind, batch)
+                outputs = _shaped(kind, batch) if journal is None else journal.shaped(kind, batch)
                 self.meter.items_out += len(outputs)
                 self.outbox.put(outputs, grown=len(outputs) - len(batch))
         except (Halted, Cancelled):
@@ -749,6 +801,9 @@ class _StageRun:
         stage, kind, inbox, outbox = self.stage, self.stage.kind, self.inbox, self.outbox
         fn: Callable[[Any], Any] = stage.fn  # type: ignore[assignment]
         meter = self.meter
+        if self.run.journal is not None:
+            self._inline_journaled(self.run.journal)
+            return
         while (items := inbox.take(_INLINE_CHUNK, self.budget)) is not None:
             self.items_in += len(items)
             outputs: list[Any] = []
@@ -764,6 +819,23 @@ class _StageRun:
                         self.failed(_failure(item, self.items_in, error))
             meter.items_out += len(outputs)
             outbox.put(outputs, grown=len(outputs) - len(items))
+
+    def _inline_journaled(self, journal: FlowJournal) -> None:
+        """:meth:`_inline` on tagged items: the function sees values, the tags follow."""
+        kind, meter = self.stage.kind, self.meter
+        job = tagged_job(kind, self.stage.fn)  # type: ignore[arg-type]
+        while (items := self.inbox.take(_INLINE_CHUNK, self.budget)) is not None:
+            self.items_in += len(items)
+            made: list[Any] = []
+            with meter.timed():
+                for item in items:
+                    try:
+                        made.append(job(item))
+                    except Exception as error:
+                        self.failed(_failure(item, self.items_in, error))
+            outputs = journal.shaped(kind, made)
+            meter.items_out += len(outputs)
+            self.outbox.put(outputs, grown=len(outputs) - len(items))
 
     def _batch(self) -> None:
         stage, inbox, outbox = self.stage, self.inbox, self.outbox
@@ -907,10 +979,12 @@ def _named(error: BaseException, stage: str) -> BaseException:
 
 
 def _consume(run: _FlowRun) -> Iterator[Any]:
-    output = run.output
+    output, journal = run.output, run.journal
     held = 0
     try:
         run.start()  # here, not before: an iterator never stepped must not leave threads
+        if journal is not None:
+            yield from _replayed(run, journal)
         while True:
             output.release(held)
             try:
@@ -920,18 +994,38 @@ def _consume(run: _FlowRun) -> Iterator[Any]:
             if items is None:
                 break
             held = len(items)
-            yield from items
+            yield from (items if journal is None else journal.delivered(items))
+        if journal is not None:
+            journal.commit()  # items that ended in a stage after the last output
         if output.error is not None:
             raise output.error
     finally:
         run.close()
 
 
+def _replayed(run: _FlowRun, journal: FlowJournal) -> Iterator[Any]:
+    """A resumed run's finished source items: their stored outputs, in source order;
+    their dead letters go to the sinks of the stages that made them."""
+    journal.wait_ready(lambda: run.hub.halted)
+    for outputs, dead_letters in journal.replays():
+        for result in dead_letters:
+            sink = run.sink_of(result.stage)
+            if sink is not None:
+                sink.put(result)
+        yield from outputs
+
+
 async def _aconsume(run: _FlowRun) -> AsyncIterator[Any]:
-    output = run.output
+    output, journal = run.output, run.journal
     held = 0
     try:
         run.start()
+        if journal is not None:
+            # The journal's reads and commits block: they run off the event loop.
+            replays = _replayed(run, journal)
+            while page := await asyncio.to_thread(lambda: list(islice(replays, 1024))):
+                for item in page:
+                    yield item
         while True:
             output.release(held)
             try:
@@ -941,8 +1035,12 @@ async def _aconsume(run: _FlowRun) -> AsyncIterator[Any]:
             if items is None:
                 break
             held = len(items)
+            if journal is not None:
+                items = await asyncio.to_thread(journal.delivered, items)
             for item in items:
                 yield item
+        if journal is not None:
+            await asyncio.to_thread(journal.commit)
         if output.error is not None:
             raise output.error
     finally:

@@ -38,7 +38,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass, replace
 from functools import partial
-from itertools import islice
+from itertools import chain, islice
 from types import TracebackType
 from typing import (
     TYPE_CHECKING,
@@ -62,6 +62,7 @@ from ._backend_thread import ThreadBackend
 from ._channel import Channel
 from ._context import background
 from ._deadletters import DeadLetterSink, make_dead_letter_sink
+from ._durable import DurableCall, check_journal, check_resume
 from ._exceptions import Cancelled, ChannelClosed
 from ._progress import ProgressReporter
 from ._rate import RateLimiter
@@ -99,7 +100,14 @@ class PoolSettings(TypedDict, total=False):
     progress: object
 
 
-class CallOptions(PoolSettings, total=False):
+class JournalSettings(PoolSettings, total=False):
+    """A pool's settings with its journal, which only map/results calls use."""
+
+    journal: object
+    resume: bool
+
+
+class CallOptions(JournalSettings, total=False):
     """The per-call settings of ``map``/``results``/``amap``/``aresults``.
 
     Each overrides the pool's setting of the same name for that call only;
@@ -235,6 +243,8 @@ class _Settings:
     limiter: RateLimiter | None
     dead_letters: DeadLetterSink | None
     progress: object
+    journal: object = None  # a path or a Journal (see _durable)
+    resume: bool = False
 
     @property
     def plain(self) -> bool:
@@ -264,6 +274,10 @@ class _Settings:
             changes["dead_letters"] = make_dead_letter_sink(options["dead_letters"])
         if "progress" in options:
             changes["progress"] = _check_progress(options["progress"])
+        if "journal" in options:
+            changes["journal"] = check_journal(options["journal"])
+        if "resume" in options:
+            changes["resume"] = check_resume(options["resume"])
         return (replace(self, **changes) if changes else self), owns_sink
 
 
@@ -294,6 +308,15 @@ class _Run(Generic[T]):
         self.progress: ProgressReporter | None = None
         self.call_stats = StatsTee(pool._stats) if settings.progress else None
         stats = pool._stats if self.call_stats is None else self.call_stats
+        # With a journal, outcomes reach the consumer only once they are committed.
+        self.durable: DurableCall | None = None
+        if settings.journal is not None:
+            self.durable = DurableCall(
+                settings.journal,
+                resume=settings.resume,
+                fn=fn,
+                dead_letters=settings.dead_letters is not None,
+            )
         self.call = Call(
             fn,
             backend=backend,
@@ -302,7 +325,7 @@ class _Run(Generic[T]):
             limiter=settings.limiter,
             stats=stats,
             context=pool._context.with_cancel(),
-            deliver=self._deliver,
+            deliver=self._deliver if self.durable is None else self.durable.deliver,
             chunksize=settings.chunksize,
         )
         self.stats = stats
@@ -341,6 +364,7 @@ class _Run(Generic[T]):
         self._delivered_lock = threading.Lock()
         self.drained: threading.Event | None = None
         self.stopped_error: Exception | None = None
+        self.ended = False
 
     def start_progress(self) -> None:
         """Show the progress bar, if asked for: from the first step, not at creation."""
@@ -441,11 +465,23 @@ class _Run(Generic[T]):
         if items:
             call, start = self.call, self.taken
             self.taken += len(items)
-            self.stats.submitted(len(items))
-            call.backend.submit_chunked(call, start, items, self._chunk())
+            if self.durable is None:
+                self.stats.submitted(len(items))
+                call.backend.submit_chunked(call, start, items, self._chunk())
+            else:
+                self._accept_journaled(start, items)
         # Below this many jobs held, a refill step fits again: the consumer's hot loop
         # compares against it instead of calling want() per item.
         self._set_refill()
+
+    def _accept_journaled(self, start: int, items: list[Any]) -> None:
+        """Submit items taken from a resumed input (the unfinished jobs only), under
+        their input indices; digest them for the journal."""
+        durable, call = cast(DurableCall, self.durable), self.call
+        for index, segment in durable.split(start, items):
+            durable.expect(index, segment)
+            self.stats.submitted(len(segment))
+            call.backend.submit_chunked(call, index, segment, self._chunk())
 
     def _set_refill(self) -> None:
         waiting = self.exhausted or self.awaiting_input
@@ -464,6 +500,8 @@ class _Run(Generic[T]):
     # -- outcomes -------------------------------------------------------------------
 
     def absorb(self, batches: list[Outcome]) -> None:
+        if self.durable is not None and self.durable.error is not None:
+            raise self.durable.error  # a commit failed: what it held is not handed out
         for outcome in batches:
             if not outcome:  # a live input's nudge: input arrived, nothing returned
                 self.awaiting_input = False
@@ -475,9 +513,11 @@ class _Run(Generic[T]):
                 continue
             # Ordered: keep runs of consecutive indices (a chunk usually is one) under
             # their first index, and release them once the head of the input arrives.
-            pending = self._pending
+            pending, durable = self._pending, self.durable
             for run in _consecutive_runs(outcome):
-                pending[_first_index(run)] = run
+                first = _first_index(run)
+                # A resumed call runs only unfinished jobs: its order is theirs.
+                pending[first if durable is None else durable.position(first)] = run
             while self._next_out in pending:
                 run = pending.pop(self._next_out)
                 self._release(run)
@@ -536,13 +576,25 @@ class _Run(Generic[T]):
             progress.update(call_stats.snapshot())
 
     def end(self) -> None:
-        """The consumer is done with this call (finished, failed or left early)."""
+        """The consumer is done with this call (finished, failed or left early).
+
+        Idempotent.
+        """
+        if self.ended:
+            return
+        self.ended = True
         self.call.cancel()
         self.outcomes.close()
         if self.progress is not None and self.call_stats is not None:
             self.progress.close(self.call_stats.snapshot())
         if self.owns_sink and self.sink is not None:
             self.sink.close()
+        self.close_journal()
+
+    def close_journal(self) -> None:
+        """Commit what has arrived and close the call's journal (idempotent)."""
+        if self.durable is not None:
+            self.durable.close()
 
 
 def _closed_while_running() -> Cancelled:
@@ -734,6 +786,8 @@ class WorkerPool:
         rate: float | str | RateLimiter | None = None,
         dead_letters: object = None,
         progress: object = False,
+        journal: object = None,
+        resume: bool = False,
         mp_context: object = None,
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
@@ -770,6 +824,8 @@ class WorkerPool:
             limiter=_make_limiter(rate),
             dead_letters=make_dead_letter_sink(dead_letters),
             progress=_check_progress(progress),
+            journal=check_journal(journal),
+            resume=check_resume(resume),
         )
         self._stats = StatsRecorder()
         self._context = background().with_cancel()
@@ -928,7 +984,7 @@ class WorkerPool:
         """
         iterator = self._sync_input(jobs, "map")
         run = self._start("map", fn, jobs, None, options)
-        return cast(Iterator[Any], self._register(self._drive(run, iterator, jobs), run))
+        return cast(Iterator[Any], self._register(self._driver(run, iterator, jobs), run))
 
     @overload
     def results(
@@ -949,7 +1005,7 @@ class WorkerPool:
         """
         iterator = self._sync_input(jobs, "results")
         run = self._start("results", fn, jobs, None, options)
-        return cast(Iterator[Result[Any]], self._register(self._drive(run, iterator, jobs), run))
+        return cast(Iterator[Result[Any]], self._register(self._driver(run, iterator, jobs), run))
 
     def _map_batches(
         self, fn: Callable[[Any], Any], jobs: Iterable[Any] | LiveInput, **options: Any
@@ -977,6 +1033,64 @@ class WorkerPool:
         with self._lock:
             self._runs[generator] = run
         return generator
+
+    def _driver(
+        self, run: _Run[Any], iterator: Iterator[Any], jobs: object
+    ) -> Generator[Any, None, None]:
+        if run.durable is None:
+            return self._drive(run, iterator, jobs)
+        return self._drive_journaled(run, iterator, jobs)
+
+    def _drive_journaled(
+        self, run: _Run[Any], iterator: Iterator[Any], jobs: object
+    ) -> Generator[Any, None, None]:
+        """Drive a call with a journal: check a resumed input, run the unfinished jobs,
+        and hand out the finished ones' stored outcomes in their places."""
+        durable = cast(DurableCall, run.durable)
+        batches: Generator[list[Any], None, None] | None = None
+        try:
+            live = chain(durable.prefix(iterator), iterator)
+            durable.start(run._deliver, run.nudge)
+            # The first window runs while the consumer takes the replayed outcomes.
+            run.accept(_pull(run, live, run.want()))
+            batches = self._batches(run, live, jobs)
+            if not run.ordered:
+                for result in durable.replays():
+                    yield from _replayed(run, result)
+                for batch in batches:
+                    yield from batch
+                return
+            replays = durable.replays()
+            replay = next(replays, None)
+            position = 0  # of the next job that runs, among those that run
+            while True:
+                following = durable.original(position)
+                while replay is not None and replay.index < following:
+                    yield from _replayed(run, replay)
+                    replay = next(replays, None)
+                batch = next(batches, None)  # type: ignore[arg-type]
+                if batch is None:
+                    break
+                if replay is None:
+                    position += len(batch)
+                    yield from batch
+                    continue
+                for item in batch:
+                    following = durable.original(position)
+                    while replay is not None and replay.index < following:
+                        yield from _replayed(run, replay)
+                        replay = next(replays, None)
+                    position += 1
+                    yield item
+            while replay is not None:
+                yield from _replayed(run, replay)
+                replay = next(replays, None)
+        finally:
+            if batches is not None:
+                batches.close()
+            run.end()  # if the batches never started
+            if inspect.isgenerator(jobs):
+                jobs.close()
 
     def _drive(
         self, run: _Run[Any], iterator: Iterator[Any], jobs: object
@@ -1106,7 +1220,7 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         source = self._async_input(jobs, "amap")
         run = self._start("amap", fn, jobs, loop, options)
-        return cast(AsyncIterator[Any], self._register(self._adrive(run, source, jobs), run))
+        return cast(AsyncIterator[Any], self._register(self._adriver(run, source, jobs), run))
 
     @overload
     def aresults(
@@ -1132,7 +1246,7 @@ class WorkerPool:
         source = self._async_input(jobs, "aresults")
         run = self._start("aresults", fn, jobs, loop, options)
         return cast(
-            AsyncIterator[Result[Any]], self._register(self._adrive(run, source, jobs), run)
+            AsyncIterator[Result[Any]], self._register(self._adriver(run, source, jobs), run)
         )
 
     @staticmethod
@@ -1145,6 +1259,62 @@ class WorkerPool:
             raise TypeError(
                 f"{method}() takes an iterable or an async iterable of jobs, not {jobs!r}"
             ) from None
+
+    def _adriver(
+        self, run: _Run[Any], source: Iterator[Any] | AsyncIterator[Any], jobs: object
+    ) -> AsyncIterator[Any]:
+        if run.durable is None:
+            return self._adrive(run, source, jobs)
+        return self._adrive_journaled(run, source, jobs)
+
+    async def _adrive_journaled(
+        self, run: _Run[Any], source: Iterator[Any] | AsyncIterator[Any], jobs: object
+    ) -> AsyncIterator[Any]:
+        """Async twin of :meth:`_drive_journaled`."""
+        durable = cast(DurableCall, run.durable)
+        outputs: AsyncIterator[Any] | None = None
+        try:
+            live: Iterator[Any] | AsyncIterator[Any]
+            if isinstance(source, AsyncIterator):
+                live = _achain(await durable.aprefix(source), source)
+            else:
+                live = chain(durable.prefix(source), source)
+            durable.start(run._deliver, run.nudge)
+            run.accept(await _apull(run, live, run.want()))
+            outputs = self._adrive(run, live, jobs)
+            replays = durable.replays()
+            replay = next(replays, None)
+            position = 0
+            while True:
+                if run.ordered:
+                    following = durable.original(position)
+                    while replay is not None and replay.index < following:
+                        for item in _replayed(run, replay):
+                            yield item
+                        replay = next(replays, None)
+                else:
+                    while replay is not None:
+                        for item in _replayed(run, replay):
+                            yield item
+                        replay = next(replays, None)
+                try:
+                    item = await outputs.__anext__()
+                except StopAsyncIteration:
+                    break
+                position += 1
+                yield item
+            while replay is not None:
+                for item in _replayed(run, replay):
+                    yield item
+                replay = next(replays, None)
+        finally:
+            if outputs is not None:
+                await outputs.aclose()  # type: ignore[attr-defined]
+            run.end()
+            if inspect.isasyncgen(source):
+                await source.aclose()
+            elif inspect.isgenerator(jobs):
+                jobs.close()
 
     async def _adrive(
         self, run: _Run[Any], source: Iterator[Any] | AsyncIterator[Any], jobs: object
@@ -1359,6 +1529,10 @@ class WorkerPool:
                 generator.close()
         run.call.cancel()  # for one that could not be closed here
         run.outcomes.close()  # wakes its consumer if it is waiting in another thread
+        if not inspect.isgenerator(generator) or inspect.getgeneratorstate(generator) == (
+            inspect.GEN_CLOSED
+        ):
+            run.close_journal()  # never started (its finally never ran) or done
 
     def _stop_backends(self, loop: asyncio.AbstractEventLoop | None) -> None:
         if self._thread_backend is not None:
@@ -1418,6 +1592,26 @@ class WorkerPool:
         traceback: TracebackType | None,
     ) -> None:
         await self.aclose(cancel_futures=exc_type is not None)
+
+
+async def _achain(items: list[Any], source: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
+    async for item in source:
+        yield item
+
+
+def _replayed(run: _Run[Any], result: Result[Any]) -> Iterator[Any]:
+    """What a journaled outcome gives the consumer: its value or Result, its stored
+    error raised (map), or nothing (a dead letter, sent to the call's sink)."""
+    if result.error is None:
+        yield result.value if run.values else result
+    elif run.sink is not None:
+        run.sink.put(result)
+    elif run.values:
+        raise result.error
+    else:
+        yield result
 
 
 def _nothing() -> None:

@@ -18,12 +18,24 @@ class Result(Generic[T]):
     input (0-based), ``attempts`` how many times it ran (1 + retries used),
     ``elapsed`` the seconds from its first start to its end (backoff included),
     ``traceback`` the formatted traceback text of the error, or None; ``stage`` the
-    name of the pipeline stage the job ran in (None outside pipelines).
+    name of the pipeline stage the job ran in (None outside pipelines);
+    ``replayed`` is True for a job a resumed run did not run again: its outcome
+    came back from the run's journal (see ``journal=`` on :class:`WorkerPool`).
 
     Results are plain read-only records: creating one costs about 0.3 us.
     """
 
-    __slots__ = ("attempts", "elapsed", "error", "index", "job", "stage", "traceback", "value")
+    __slots__ = (
+        "attempts",
+        "elapsed",
+        "error",
+        "index",
+        "job",
+        "replayed",
+        "stage",
+        "traceback",
+        "value",
+    )
 
     def __init__(
         self,
@@ -35,6 +47,7 @@ class Result(Generic[T]):
         elapsed: float = 0.0,
         traceback: str | None = None,
         stage: str | None = None,
+        replayed: bool = False,
     ) -> None:
         self.job = job
         self.index = index
@@ -44,6 +57,7 @@ class Result(Generic[T]):
         self.elapsed = elapsed
         self.traceback = traceback
         self.stage = stage
+        self.replayed = replayed
 
     @property
     def ok(self) -> bool:
@@ -61,7 +75,8 @@ class Result(Generic[T]):
         return (
             f"Result(index={self.index}, job={self.job!r}, {outcome}, "
             f"attempts={self.attempts}, elapsed={self.elapsed:.6f}"
-            + (f", stage={self.stage!r})" if self.stage is not None else ")")
+            + (f", stage={self.stage!r}" if self.stage is not None else "")
+            + (", replayed=True)" if self.replayed else ")")
         )
 
     def __eq__(self, other: object) -> bool:
