@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -95,9 +96,17 @@ def _environment() -> dict[str, str]:
 
 
 def chanflow(
-    *args: str, cwd: Path, stdin: str | None = None, timeout: float = 60
+    *args: str,
+    cwd: Path,
+    stdin: str | None = None,
+    timeout: float = 60,
+    max_file_size: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``chanflow ARGS`` to the end; its exit code, stdout and stderr."""
+    """Run ``chanflow ARGS`` to the end; its exit code, stdout and stderr.
+
+    ``max_file_size``: no file it writes may grow past this many bytes (a full disk,
+    as far as it can tell: a write past it fails with EFBIG, Python ignoring SIGXFSZ).
+    """
     return subprocess.run(
         _command(args),
         cwd=cwd,
@@ -107,7 +116,15 @@ def chanflow(
         timeout=timeout,
         check=False,
         env=_environment(),
+        preexec_fn=None if max_file_size is None else _limit_file_size(max_file_size),
     )
+
+
+def _limit_file_size(size: int) -> Callable[[], None]:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
 
 
 def start_chanflow(*args: str, cwd: Path) -> subprocess.Popen[str]:

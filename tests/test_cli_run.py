@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,8 @@ from typing import Any
 
 import pytest
 
+import chanflow as cf
+from chanflow._journal import DEAD, OK, decode, digest_of
 from cli_helpers import (
     chanflow,
     lines_of,
@@ -361,8 +364,9 @@ def test_help_and_module_entry_point(here: Path) -> None:
 
 
 def journal_rows(path: Path) -> list[int]:
-    with closing(sqlite3.connect(path)) as db:
-        return [index for (index,) in db.execute("SELECT idx FROM jobs ORDER BY idx")]
+    """The indices of the jobs the journal holds, read through the library."""
+    with cf.Journal(path) as journal:
+        return [row.idx for row in journal.stored(0, 2**62)]
 
 
 @pytest.mark.timeout(120)
@@ -444,6 +448,86 @@ def test_a_journal_of_another_run_is_refused(here: Path) -> None:
         "run", "--call", "clijobs:square", "in.txt", "--journal", "run.db", "--resume", cwd=here
     )
     assert_one_clear_line(refused, "written for a different run", "clijobs:work")
+
+
+def test_a_cli_journal_is_a_library_journal(here: Path) -> None:
+    args = ["run", "--call", "clijobs:square", "in.txt", "--journal", "run.db", "-o", "out.jsonl",
+            "--dead-letters", "dead.jsonl"]  # fmt: skip
+    assert chanflow(*args, cwd=here).returncode == 1
+
+    lines = (here / "out.jsonl").read_text().splitlines()
+    out = {json.loads(line)["index"]: line for line in lines}
+    dead = {record["index"]: record for record in records((here / "dead.jsonl").read_text())}
+    with cf.Journal(here / "run.db") as journal:
+        assert len(journal) == 20
+        rows = journal.stored(0, 100)
+        with pytest.raises(cf.JournalError, match="different run"):
+            journal.begin("clijobs.square", resume=True)  # a library call is another run
+    assert [row.idx for row in rows] == list(range(20))
+    for row in rows:
+        line, dead_letter = decode(row.encoding, row.outcome)
+        assert row.digest == digest_of(str(row.idx + 1)), "the digest of the input line"
+        assert line == out[row.idx], "the exact output line"
+        assert row.status == (DEAD if row.idx + 1 in UNLUCKY else OK)
+        assert (dead_letter is None) == (row.idx not in dead)
+        if dead_letter is not None:
+            assert json.loads(dead_letter) == dead[row.idx]
+            assert row.traceback is not None and "unlucky" in row.traceback
+
+
+def test_a_journal_of_an_older_chanflow_is_refused(here: Path) -> None:
+    with closing(sqlite3.connect(here / "old.db")) as db, db:  # chanflow run's, before schema 2
+        db.executescript(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "CREATE TABLE jobs (idx INTEGER PRIMARY KEY, digest TEXT NOT NULL, ok INTEGER"
+            " NOT NULL, record TEXT NOT NULL, dead_letter TEXT);"
+            "INSERT INTO meta VALUES ('identity', '--call clijobs:work');"
+            "INSERT INTO jobs VALUES (0, '6b86b273ff34fce1', 1, '{}', NULL);"
+        )
+    refused = chanflow(
+        "run", "--call", "clijobs:work", "in.txt", "--journal", "old.db", "--resume", cwd=here
+    )
+    assert_one_clear_line(refused, "old.db", "schema 1, written by an older chanflow")
+    with closing(sqlite3.connect(here / "old.db")) as db:
+        assert db.execute("SELECT count(*) FROM jobs").fetchone() == (1,), "left as it was"
+
+
+def test_a_journal_in_use_by_a_running_run_is_refused(here: Path) -> None:
+    process = start_gated_run(here)
+    try:
+        second = chanflow(
+            "run", "--call", "clijobs:gated", "in.txt", "--journal", "run.db", "--resume",
+            "-o", "second.jsonl", cwd=here,
+        )  # fmt: skip
+        assert_one_clear_line(second, "run.db", "in use by another program")
+    finally:
+        (here / "gate").touch()
+        process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert journal_rows(here / "run.db") == list(range(10)), "the running one went on"
+
+
+@pytest.mark.timeout(120)
+def test_a_journal_that_cannot_grow_stops_the_run_and_a_resume_finishes_it(here: Path) -> None:
+    (here / "in.txt").write_text("".join(f"{n}\n" for n in range(300)))
+    args = ["run", "--call", "clijobs:work", "-j", "4", "in.txt", "--journal", "run.db",
+            "-o", "out.jsonl"]  # fmt: skip
+    full = chanflow(*args, cwd=here, max_file_size=200_000)  # the WAL grows ~4 kB a job
+
+    assert full.returncode == 1, full.stderr
+    assert "Traceback" not in full.stderr, full.stderr
+    assert "chanflow: stopped: journal 'run.db': cannot write it" in full.stderr
+    assert "resume with: chanflow run" in full.stderr
+    committed = journal_rows(here / "run.db")
+    assert 0 < len(committed) < 300
+    written = sorted(record["index"] for record in records((here / "out.jsonl").read_text()))
+    assert written == committed, "exactly the committed jobs were written"
+
+    resumed = chanflow(*args, "--resume", cwd=here)
+    assert resumed.returncode == 0, resumed.stderr
+    indices = sorted(record["index"] for record in records((here / "out.jsonl").read_text()))
+    assert indices == list(range(300))
+    assert journal_rows(here / "run.db") == list(range(300))
 
 
 # --- signals ---------------------------------------------------------------------------

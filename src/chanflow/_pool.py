@@ -716,7 +716,7 @@ class WorkerPool:
 
     ``WorkerPool(workers=None, backend="auto", *, buffer=None, retries=0,
     retry_on=(Exception,), backoff=None, timeout=None, rate=None, dead_letters=None,
-    progress=False)``
+    progress=False, journal=None, resume=False)``
 
     * ``backend``: ``"thread"`` (plain functions on ``chanflow-worker-<n>`` threads),
       ``"async"`` (coroutine functions as worker tasks on an event loop: the caller's
@@ -762,6 +762,12 @@ class WorkerPool:
       or ``results`` (each job comes out exactly once: as a value, as a failed
       Result, or as a dead letter).
     * ``progress``: True for a live bar on stderr, or a ``rich.progress.Progress``.
+    * ``journal``/``resume``: a path (or a :class:`Journal`) where each finished job
+      of a ``map``/``results`` call (and their async twins) is committed before the
+      consumer sees it; with ``resume=True``, a call killed at any moment runs again
+      without re-running its finished jobs: their stored outcomes come back (a
+      Result's ``replayed`` is True) and only the others run. A journal holds one
+      run; see docs/durable-runs.md. ``submit`` is not journaled.
 
     Every setting but ``workers`` and ``backend`` can be overridden per call. Bad
     settings raise TypeError or ValueError here, naming the setting.

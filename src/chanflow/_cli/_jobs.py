@@ -8,12 +8,13 @@ them to its workers as they are.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
+
+from .._journal import digest_of
 
 __all__ = ["Job", "MalformedLine", "NotStarted", "Rejected", "open_inputs", "read_jobs"]
 
@@ -39,10 +40,9 @@ class Job:
     value: Any = None  # the parsed JSON value, when ``parsed``
 
     @property
-    def digest(self) -> str:
-        """A short hash of the line's text: what a journal matches on resume."""
-        data = self.text.encode("utf-8", "surrogateescape")
-        return hashlib.sha256(data).hexdigest()[:16]
+    def digest(self) -> int:
+        """The journal's 64-bit digest of the line's text: what a resume matches on."""
+        return digest_of(self.text)
 
     @property
     def where(self) -> str:

@@ -1,11 +1,15 @@
 """``chanflow run``: every input line through a WorkerPool, durable and interruptible.
 
-Exit codes: 0 every job succeeded, 1 some failed, 2 bad usage or unreadable input,
-130 interrupted (SIGINT or SIGTERM).
+Exit codes: 0 every job succeeded, 1 some failed (or the output or journal could not
+be written), 2 bad usage or unreadable input, 130 interrupted (SIGINT or SIGTERM).
+
+``--journal`` is the library's :class:`chanflow.Journal`; this module only opens it
+for a command line and turns its errors into one-line messages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shlex
@@ -24,11 +28,12 @@ import click
 from rich.console import Console
 
 from .._backend_dask import DaskBackend
+from .._exceptions import JournalError
+from .._journal import Journal
 from .._pool import WorkerPool
 from .._rate import RateLimiter
 from .._result import Result
 from ._jobs import Job, MalformedLine, NotStarted, Rejected, open_inputs, read_jobs
-from ._journal import Journal, JournalError
 from ._records import OutputFailed, Recorder, dead_letter_line, output_line
 from ._stop import HardStop, StopSwitch
 from ._targets import (
@@ -100,9 +105,10 @@ class RunSettings:
 
     @property
     def identity(self) -> str:
-        """What the run does, as its journal remembers it."""
+        """What the run does (the command and how lines are read), as its journal names it."""
         what = f"--call {self.call}" if self.call else shlex.join(["--", *self.command])
-        return what + (" --shell" if self.shell else "") + (" --jsonl" if self.jsonl else "")
+        how = (" --shell" if self.shell else "") + (" --jsonl" if self.jsonl else "")
+        return f"chanflow run {what}{how}"
 
 
 @dataclass
@@ -249,9 +255,25 @@ def execute(settings: RunSettings) -> int:
     kill = Killer()
     switch = StopSwitch(settings.grace, on_hard=kill, notify=say)
     job_function, backend, kill.action = make_job_function(settings, switch.requested)
-    journal = open_journal(settings)
-    jobs = open_jobs(settings, journal)
-    recorder = open_recorder(settings, journal)
+    journal, finished = open_journal(settings.journal, settings.identity, resume=settings.resume)
+    try:
+        return execute_with(settings, switch, job_function, backend, journal, finished)
+    finally:
+        if journal is not None:
+            journal.close()
+
+
+def execute_with(
+    settings: RunSettings,
+    switch: StopSwitch,
+    job_function: Callable[[Job], Any],
+    backend: str | DaskBackend,
+    journal: Journal | None,
+    finished: dict[int, int],
+) -> int:
+    """Run the jobs with the journal open (``finished``: what it held); the exit code."""
+    jobs = open_jobs(settings, finished)
+    recorder = open_recorder(settings, journal, finished)
     tally = Tally()
     started = time.monotonic()
 
@@ -269,13 +291,13 @@ def execute(settings: RunSettings) -> int:
             stop_at_once()
         except OutputFailed as error:
             return stop_for_output(error)
+        except JournalError as error:
+            return stop_for_journal(settings, recorder, error)
         except InputFailed as error:
             raise UsageProblem(f"reading input: {error}") from None
         except OSError as error:  # the backend's (a Dask scheduler gone, say)
             raise UsageProblem(str(error)) from None
     recorder.finish()
-    if journal is not None:
-        journal.close()
     if switch.requested.is_set():
         report_interrupted(settings, switch, tally, journal, at_once=False)
         return EXIT_INTERRUPTED
@@ -298,6 +320,15 @@ def stop_for_output(error: OutputFailed) -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())  # so that the final flush cannot fail again
     say(f"chanflow: stopped: cannot write the output: {error}", "red")
+    return EXIT_FAILED
+
+
+def stop_for_journal(settings: RunSettings, recorder: Recorder, error: JournalError) -> int:
+    """A commit failed (a full disk): stop, say so, exit 1; what was committed stays."""
+    with contextlib.suppress(OutputFailed, JournalError):
+        recorder.finish()  # the jobs replayed from the journal, as far as it can be read
+    say(f"chanflow: stopped: {error}", "red")
+    say(f"chanflow: resume with: {resume_command(settings.argv)}", "bold")
     return EXIT_FAILED
 
 
@@ -350,7 +381,7 @@ def record_result(result: Result[Any], recorder: Recorder, tally: Tally) -> bool
     else:
         tally.add_failure(job, result.error)
         dead = dead_letter_line(result, job)
-    recorder.record(job, ok=result.ok, line=output_line(result, job), dead=dead)
+    recorder.record(job, result, line=output_line(result, job), dead=dead)
     return True
 
 
@@ -430,16 +461,36 @@ def _nothing() -> None:
     return None
 
 
-def open_journal(settings: RunSettings) -> Journal | None:
-    if settings.journal is None:
-        return None
+def open_journal(
+    path: Path | None, identity: str, *, resume: bool
+) -> tuple[Journal | None, dict[int, int]]:
+    """The run's journal (None without ``--journal``) and the jobs it finished earlier.
+
+    Raises UsageProblem, naming the file, for a journal this run cannot use: one that
+    holds finished jobs without ``--resume``, or another run's, or is in use by
+    another program, is not a chanflow journal (or an older chanflow's), or cannot
+    be written. Resuming a journal that does not exist yet simply starts it.
+    """
+    if path is None:
+        return None, {}
     try:
-        return Journal(settings.journal, settings.identity, resume=settings.resume)
+        journal = Journal(path)
     except JournalError as error:
         raise UsageProblem(str(error)) from None
+    try:
+        finished = journal.begin(
+            identity,
+            resume=resume,
+            resume_hint="add --resume to continue that run",
+            other_hint="use another --journal file",
+        )
+    except JournalError as error:
+        journal.close()
+        raise UsageProblem(str(error)) from None
+    return journal, finished
 
 
-def open_jobs(settings: RunSettings, journal: Journal | None) -> Iterator[Job]:
+def open_jobs(settings: RunSettings, finished: dict[int, int]) -> Iterator[Job]:
     """The jobs still to run; with a journal, checked against it before any runs."""
     try:
         inputs = open_inputs(settings.inputs)
@@ -449,15 +500,15 @@ def open_jobs(settings: RunSettings, journal: Journal | None) -> Iterator[Job]:
     if not settings.inputs and sys.stdin.isatty():
         say("chanflow: reading jobs from the terminal (end with Ctrl-D)")
     jobs = read_jobs(inputs, jsonl=settings.jsonl)
-    if journal is None or not journal.finished:
+    if not finished:
         return jobs
     try:
-        return skip_finished(jobs, journal.finished)
+        return skip_finished(jobs, finished)
     except InputChanged as error:
         raise UsageProblem(str(error)) from None
 
 
-def skip_finished(jobs: Iterator[Job], finished: dict[int, str]) -> Iterator[Job]:
+def skip_finished(jobs: Iterator[Job], finished: dict[int, int]) -> Iterator[Job]:
     """``jobs`` without those ``finished`` (index -> digest) holds; raises InputChanged.
 
     Reads the input up to the last finished job now, so that a changed input is
@@ -494,14 +545,21 @@ def _until(switch: StopSwitch, jobs: Iterator[Job]) -> Iterator[Job]:
         raise InputFailed(error.strerror or str(error)) from error
 
 
-def open_recorder(settings: RunSettings, journal: Journal | None) -> Recorder:
-    """Open the output and dead-letter files (truncating them) once the run is checked."""
+def open_recorder(
+    settings: RunSettings, journal: Journal | None, finished: dict[int, int]
+) -> Recorder:
+    """Open the output and dead-letter files (truncating them) once the run is checked.
+
+    Without ``--keep-order``, the jobs the journal finished are written out now.
+    """
     try:
         return Recorder(
-            settings.output, settings.dead_letters, journal, ordered=settings.keep_order
+            settings.output, settings.dead_letters, journal, finished, ordered=settings.keep_order
         )
     except OSError as error:
         raise UsageProblem(f"cannot write {error.filename}: {error.strerror or error}") from None
+    except JournalError as error:
+        raise UsageProblem(str(error)) from None
 
 
 def _show_progress(setting: bool | None) -> bool:
