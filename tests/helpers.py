@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -107,3 +110,40 @@ def results_into(delivered: list[Result[Any]]) -> Callable[[Outcome], None]:
         delivered.extend(outcome.results() if isinstance(outcome, Returned) else outcome)
 
     return deliver
+
+
+def kill_and_resume(
+    command: list[str],
+    *,
+    kills: int,
+    seed: int,
+    longest_delay: float,
+    progress: Callable[[], object],
+    committed: Callable[[], set[int]],
+) -> tuple[list[int], list[set[int]], str]:
+    """Run ``command`` (a journaled run that resumes) ``kills`` times, each killed with
+    SIGKILL at a random moment, then once more to its end.
+
+    Each run is killed ``uniform(0, longest_delay)`` seconds after ``progress()``
+    changed (it has started work; or at once if it ended). Returns the killed runs'
+    pids, what ``committed()`` said before each run and after the last kill, and the
+    last run's stdout (it must exit 0).
+    """
+    rng = random.Random(seed)
+    pids: list[int] = []
+    before: list[set[int]] = []
+    for _ in range(kills):
+        before.append(committed())
+        marker = progress()
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        pids.append(child.pid)
+        deadline = time.monotonic() + 60
+        while child.poll() is None and progress() == marker and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, longest_delay))
+        child.send_signal(signal.SIGKILL)
+        child.wait(60)
+    before.append(committed())
+    final = subprocess.run(command, capture_output=True, text=True, timeout=200)
+    assert final.returncode == 0, final.stderr
+    return pids, before, final.stdout

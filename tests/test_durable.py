@@ -6,13 +6,10 @@ import asyncio
 import functools
 import itertools
 import os
-import random
-import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,6 +19,7 @@ from typing import Any
 import pytest
 
 import chanflow as cf
+from helpers import kill_and_resume
 
 BACKENDS = ["thread", "async", "process", "dask"]
 METHODS = ["map", "results", "amap", "aresults"]
@@ -184,7 +182,7 @@ def test_a_changed_input_is_refused_before_anything_runs(
     _consume("thread", "results", range(100), journal=journal)
     before = runs(log)
     changed = [*range(60), 1000, *range(61, 120)]
-    with pytest.raises(cf.JournalError, match=r"job 60 .*1000.* is not the input it finished"):
+    with pytest.raises(cf.JournalError, match=r"job 60 .*1000.* is not the job it finished"):
         _consume("thread", method, changed, journal=journal, resume=True)
     with pytest.raises(cf.JournalError, match="it has 50 jobs, and the journal finished job 99"):
         _consume("thread", method, range(50), journal=journal, resume=True)
@@ -341,36 +339,15 @@ def test_a_pool_killed_at_fifty_random_moments_resumes_to_each_job_exactly_once(
     journal, log, total = tmp_path / "run.db", tmp_path / "starts.log", 10_000
     script = tmp_path / "child.py"
     script.write_text(_CHILD)
-    rng = random.Random(1234)
-    committed_before: list[set[int]] = []
-    pids: list[int] = []
-    for _ in range(50):
-        committed_before.append(set(_committed(journal)))
-        logged = log.stat().st_size if log.exists() else 0
-        child = subprocess.Popen(
-            [sys.executable, str(script), str(journal), str(log), str(total)],
-            stdout=subprocess.DEVNULL,
-        )
-        pids.append(child.pid)
-        # Kill it at a random moment once it runs jobs (or when it has ended).
-        deadline = time.monotonic() + 60
-        while (
-            child.poll() is None
-            and (log.stat().st_size if log.exists() else 0) == logged
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.002)
-        time.sleep(rng.uniform(0.0, 0.2))
-        child.send_signal(signal.SIGKILL)
-        child.wait(60)
-    committed_before.append(set(_committed(journal)))
-    final = subprocess.run(
+    pids, committed_before, out = kill_and_resume(
         [sys.executable, str(script), str(journal), str(log), str(total)],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        kills=50,
+        seed=1234,
+        longest_delay=0.2,
+        progress=lambda: log.stat().st_size if log.exists() else 0,
+        committed=lambda: set(_committed(journal)),
     )
-    assert final.returncode == 0 and "complete" in final.stdout, final.stderr
+    assert "complete" in out
 
     stored = _committed(journal)
     assert sorted(stored) == list(range(total))

@@ -6,13 +6,9 @@ import asyncio
 import functools
 import itertools
 import os
-import random
-import signal
 import sqlite3
-import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +17,7 @@ from typing import Any
 import pytest
 
 import chanflow as cf
+from helpers import kill_and_resume
 
 # -- stage functions: each logs (stage, value) when it runs, from any process ------------
 
@@ -259,36 +256,17 @@ def test_a_three_stage_flow_killed_at_fifty_random_moments_resumes_exactly_once(
     journal, log, total = tmp_path / "flow.db", tmp_path / "starts.log", 3000
     script = tmp_path / "child.py"
     script.write_text(_CHILD)
-    rng = random.Random(4321)
-    committed_before: list[set[int]] = []
-    pids: list[int] = []
-    for _ in range(50):
-        committed_before.append(_committed(journal))
-        child = subprocess.Popen(
-            [sys.executable, str(script), str(journal), str(log), str(total)],
-            stdout=subprocess.DEVNULL,
-        )
-        pids.append(child.pid)
-        # Kill it at a random moment once outputs reach its consumer (or when it ended):
-        # the process stage's workers take a moment to start.
-        deadline = time.monotonic() + 60
-        while (
-            child.poll() is None
-            and _committed(journal) == committed_before[-1]
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.1))
-        child.send_signal(signal.SIGKILL)
-        child.wait(60)
-    committed_before.append(_committed(journal))
-    final = subprocess.run(
+    # Each run is killed once outputs reach its consumer: the process stage's
+    # workers take a moment to start.
+    pids, committed_before, out = kill_and_resume(
         [sys.executable, str(script), str(journal), str(log), str(total)],
-        capture_output=True,
-        text=True,
-        timeout=200,
+        kills=50,
+        seed=4321,
+        longest_delay=0.1,
+        progress=lambda: _committed(journal),
+        committed=lambda: _committed(journal),
     )
-    assert final.returncode == 0 and "complete" in final.stdout, final.stderr
+    assert "complete" in out
     assert _committed(journal) == set(range(total))
     landed = sum(1 for before, after in itertools.pairwise(committed_before) if after != before)
     assert landed >= 40, "most kills should land while items flow"

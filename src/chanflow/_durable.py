@@ -22,10 +22,9 @@ from ._journal import (
     FAILED,
     OK,
     Committer,
-    Journal,
     Row,
-    decode,
-    digest_of,
+    check_resumed_input,
+    digest_in,
     encode,
     encode_error,
     identity_of,
@@ -33,20 +32,7 @@ from ._journal import (
 )
 from ._result import Result
 
-__all__ = ["DurableCall", "check_journal"]
-
-
-def check_journal(journal: object) -> object:
-    """Check a ``journal=`` setting: None, a path or a :class:`Journal`."""
-    if journal is None or isinstance(journal, (str, Journal)) or hasattr(journal, "__fspath__"):
-        return journal
-    raise TypeError(f"journal must be a path, a chanflow.Journal or None, not {journal!r}")
-
-
-def check_resume(resume: object) -> bool:
-    if not isinstance(resume, bool):
-        raise TypeError(f"resume must be True or False, not {resume!r}")
-    return resume
+__all__ = ["DurableCall"]
 
 
 class DurableCall:
@@ -120,33 +106,14 @@ class DurableCall:
     def _plan(self, items: list[Any]) -> list[Any]:
         if not items and self._last_finished < 0:
             return []
-        self._verify(items)
+        path = self.journal.path
+        self._holes = check_resumed_input(path, self.finished, items, noun="job", source="input")
         self._items = items
-        self._holes = [index for index in range(len(items)) if index not in self.finished]
         self._hole_positions = {index: position for position, index in enumerate(self._holes)}
         return [items[index] for index in self._holes]
 
-    def _verify(self, items: list[Any]) -> None:
-        if len(items) <= self._last_finished:
-            raise JournalError(
-                f"the input changed since {self._where} was written: it has {len(items):,} "
-                f"jobs, and the journal finished job {self._last_finished:,}: restore the "
-                "input or use a new journal"
-            )
-        digest = self._digest
-        for index, stored in self.finished.items():
-            if digest(index, items[index]) != stored:
-                raise JournalError(
-                    f"the input changed since {self._where} was written: job {index:,} "
-                    f"({items[index]!r:.80}) is not the input it finished: restore the "
-                    "input or use a new journal"
-                )
-
     def _digest(self, index: int, item: Any) -> int:
-        try:
-            return digest_of(item)
-        except TypeError as error:
-            raise JournalError(f"{self._where}: job {index:,}'s input: {error}") from None
+        return digest_in(self.journal.path, index, item, "job")
 
     # -- positions: the jobs that run are the unfinished ones, in input order --------------
 
@@ -180,28 +147,17 @@ class DurableCall:
         for index, item in enumerate(items, start):
             digests[index] = self._digest(index, item)
 
-    def replays(self, page: int = 1024) -> Iterator[Result[Any]]:
+    def replays(self) -> Iterator[Result[Any]]:
         """The finished jobs' stored outcomes, in index order: Results with replayed=True.
 
         Read from the journal a page at a time, as they are handed out.
         """
-        after = -1
-        while after < self._last_finished:
-            rows = self.journal.stored(after + 1, min(after + page, self._last_finished))
-            after = min(after + page, self._last_finished)
-            items, finished = self._items, self.finished
-            for row in rows:
-                if row.idx in finished:  # not a job this run has finished meanwhile
-                    yield self._result(row, items[row.idx])
+        items = self._items
+        for row in self.journal.replay(self.finished):
+            yield self._result(row, items[row.idx])
 
     def _result(self, row: Row, item: Any) -> Result[Any]:
-        try:
-            stored = decode(row.encoding, row.outcome)
-        except Exception as error:
-            raise JournalError(
-                f"{self._where}: the stored outcome of job {row.idx:,} cannot be read "
-                f"back ({type(error).__name__}: {error})"
-            ) from None
+        stored = self.journal.outcome(row)
         if row.status == OK:
             return Result(item, row.idx, stored, None, row.attempts, row.elapsed, replayed=True)
         if row.traceback:

@@ -28,10 +28,11 @@ from ._journal import (
     DEAD,
     FAILED,
     OK,
-    Journal,
     Row,
-    decode,
-    digest_of,
+    check_journal_setting,
+    check_resume,
+    check_resumed_input,
+    digest_in,
     encode,
     identity_of,
     open_journal,
@@ -206,29 +207,11 @@ class FlowJournal:
 
     def _check(self, prefix: list[Any]) -> list[int]:
         """Check the items read against the journal; the indices of the unfinished ones."""
-        if len(prefix) <= self._last_finished:
-            raise JournalError(
-                f"the source changed since {self._where} was written: it has "
-                f"{len(prefix):,} items, and the journal finished item {self._last_finished:,}:"
-                " restore the source or use a new journal"
-            )
-        for index, stored in self._finished.items():
-            if self._digest(index, prefix[index]) != stored:
-                raise JournalError(
-                    f"the source changed since {self._where} was written: item {index:,} "
-                    f"({prefix[index]!r:.80}) is not the item it finished: restore the "
-                    "source or use a new journal"
-                )
-        return [index for index in range(len(prefix)) if index not in self._finished]
-
-    def _digest(self, index: int, item: Any) -> int:
-        try:
-            return digest_of(item)
-        except TypeError as error:
-            raise JournalError(f"{self._where}: item {index:,} of the source: {error}") from None
+        path = self.journal.path
+        return check_resumed_input(path, self._finished, prefix, noun="item", source="source")
 
     def _tag(self, index: int, item: Any) -> Tagged:
-        self._digests[index] = self._digest(index, item)
+        self._digests[index] = digest_in(self.journal.path, index, item, "item")
         return Tagged(index, item)
 
     # -- the stages' side -------------------------------------------------------------
@@ -324,30 +307,17 @@ class FlowJournal:
         if rows:
             self.journal.commit(rows)
 
-    def replays(self, page: int = 1024) -> Iterator[tuple[list[Any], list[Result[Any]]]]:
+    def replays(self) -> Iterator[tuple[list[Any], list[Result[Any]]]]:
         """The finished source items' stored outputs and dead letters, in source order."""
-        after, last, finished = -1, self._last_finished, self._finished
-        while after < last:
-            rows = self.journal.stored(after + 1, min(after + page, last))
-            after = min(after + page, last)
-            for row in rows:
-                if row.idx in finished:
-                    yield self._replayed(row)
-
-    def _replayed(self, row: Row) -> tuple[list[Any], list[Result[Any]]]:
-        try:
-            stored = decode(row.encoding, row.outcome)
-        except Exception as error:
-            raise JournalError(
-                f"{self._where}: the stored outcome of source item {row.idx:,} cannot be "
-                f"read back ({type(error).__name__}: {error})"
-            ) from None
-        if row.status == OK:
-            return stored, []
-        outputs, failures = stored
-        for result in failures:
-            result.replayed = True
-        return outputs, failures if row.status == DEAD else []
+        for row in self.journal.replay(self._finished):
+            stored = self.journal.outcome(row, "source item")
+            if row.status == OK:
+                yield stored, []
+                continue
+            outputs, failures = stored
+            for result in failures:
+                result.replayed = True
+            yield outputs, failures if row.status == DEAD else []
 
     def close(self) -> None:
         if self._closed:
@@ -359,13 +329,8 @@ class FlowJournal:
 
 def check_flow_journal(journal: object, resume: object, source: object) -> None:
     """Refuse what a journaled flow cannot do, when the Pipeline is made."""
-    if not isinstance(resume, bool):
-        raise TypeError(f"resume must be True or False, not {resume!r}")
-    if journal is None:
-        return
-    if not isinstance(journal, (str, Journal)) and not hasattr(journal, "__fspath__"):
-        raise TypeError(f"journal must be a path, a chanflow.Journal or None, not {journal!r}")
-    if isinstance(source, Channel):
+    check_resume(resume)
+    if check_journal_setting(journal) is not None and isinstance(source, Channel):
         raise TypeError(
             "a journaled Pipeline reads its source again when it resumes: give it an "
             "iterable or an async iterable, not a Channel"

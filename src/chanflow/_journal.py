@@ -23,7 +23,7 @@ import pickle
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from queue import Empty, SimpleQueue
 from typing import Any, NamedTuple
@@ -35,7 +35,18 @@ try:
 except ImportError:  # pragma: no cover - not on Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Journal", "Row", "Committer", "digest_of", "identity_of", "decode", "open_journal"]
+__all__ = [
+    "Committer",
+    "Journal",
+    "Row",
+    "check_journal_setting",
+    "check_resume",
+    "check_resumed_input",
+    "decode",
+    "digest_of",
+    "identity_of",
+    "open_journal",
+]
 
 SCHEMA = 2  # 1 was the journal of chanflow run before the library had one
 
@@ -205,6 +216,56 @@ def decode(encoding: int, stored: Any) -> Any:
     if encoding == JSON:
         return json.loads(stored)
     return pickle.loads(stored)
+
+
+# -- settings and resumed inputs ----------------------------------------------------------
+
+
+def check_journal_setting(journal: object) -> object:
+    """Check a ``journal=`` setting: None, a path or a :class:`Journal`."""
+    if journal is None or isinstance(journal, (str, Journal)) or hasattr(journal, "__fspath__"):
+        return journal
+    raise TypeError(f"journal must be a path, a chanflow.Journal or None, not {journal!r}")
+
+
+def check_resume(resume: object) -> bool:
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be True or False, not {resume!r}")
+    return resume
+
+
+def check_resumed_input(
+    path: Path, finished: dict[int, int], items: list[Any], *, noun: str, source: str
+) -> list[int]:
+    """Check the ``items`` a resumed run read (up to its last finished ``noun``) against
+    the digests of ``finished``; the indices of the unfinished ones among them.
+
+    Raises JournalError, before anything runs, if the input is shorter than the
+    journal's last finished index or differs at a finished one.
+    """
+    where, last = f"journal {str(path)!r}", max(finished, default=-1)
+    if len(items) <= last:
+        raise JournalError(
+            f"the {source} changed since {where} was written: it has {len(items):,} "
+            f"{noun}s, and the journal finished {noun} {last:,}: restore the {source} or "
+            "use a new journal"
+        )
+    for index, stored in finished.items():
+        if digest_in(path, index, items[index], noun) != stored:
+            raise JournalError(
+                f"the {source} changed since {where} was written: {noun} {index:,} "
+                f"({items[index]!r:.80}) is not the {noun} it finished: restore the "
+                f"{source} or use a new journal"
+            )
+    return [index for index in range(len(items)) if index not in finished]
+
+
+def digest_in(path: Path, index: int, item: Any, noun: str) -> int:
+    """:func:`digest_of` an input of a journaled run; JournalError if it has none."""
+    try:
+        return digest_of(item)
+    except TypeError as error:
+        raise JournalError(f"journal {str(path)!r}: {noun} {index:,}: {error}") from None
 
 
 # -- the journal -----------------------------------------------------------------------
@@ -422,6 +483,25 @@ class Journal:
             (first, last),
         )
         return [Row(*row) for row in cursor]
+
+    def replay(self, finished: dict[int, int], page: int = 1024) -> Iterator[Row]:
+        """The rows of ``finished`` (what :meth:`begin` returned), in index order, read a
+        ``page`` at a time; rows committed since (by this run) are left out."""
+        after, last = -1, max(finished, default=-1)
+        while after < last:
+            rows = self.stored(after + 1, min(after + page, last))
+            after = min(after + page, last)
+            yield from (row for row in rows if row.idx in finished)
+
+    def outcome(self, row: Row, noun: str = "job") -> Any:
+        """The stored outcome of ``row``; JournalError if it cannot be read back."""
+        try:
+            return decode(row.encoding, row.outcome)
+        except Exception as error:
+            raise JournalError(
+                f"journal {str(self.path)!r}: the stored outcome of {noun} {row.idx:,} "
+                f"cannot be read back ({type(error).__name__}: {error})"
+            ) from None
 
     def close(self) -> None:
         """Close the file and let other programs open it. Idempotent."""

@@ -62,8 +62,9 @@ from ._backend_thread import ThreadBackend
 from ._channel import Channel
 from ._context import background
 from ._deadletters import DeadLetterSink, make_dead_letter_sink
-from ._durable import DurableCall, check_journal, check_resume
+from ._durable import DurableCall
 from ._exceptions import Cancelled, ChannelClosed
+from ._journal import check_journal_setting, check_resume
 from ._progress import ProgressReporter
 from ._rate import RateLimiter
 from ._result import Result
@@ -275,7 +276,7 @@ class _Settings:
         if "progress" in options:
             changes["progress"] = _check_progress(options["progress"])
         if "journal" in options:
-            changes["journal"] = check_journal(options["journal"])
+            changes["journal"] = check_journal_setting(options["journal"])
         if "resume" in options:
             changes["resume"] = check_resume(options["resume"])
         return (replace(self, **changes) if changes else self), owns_sink
@@ -830,7 +831,7 @@ class WorkerPool:
             limiter=_make_limiter(rate),
             dead_letters=make_dead_letter_sink(dead_letters),
             progress=_check_progress(progress),
-            journal=check_journal(journal),
+            journal=check_journal_setting(journal),
             resume=check_resume(resume),
         )
         self._stats = StatsRecorder()
