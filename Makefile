@@ -14,6 +14,9 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # missing). CI runs it after `make test`. `make test-python-3.13` runs one of
 # them; `make test-pythons PYTHONS="3.11 3.12"` runs others.
 PYTHONS ?= 3.10 3.13
+# The suite runs on this many pytest-xdist processes: most tests wait (on sleeps,
+# subprocesses, sockets) more than they compute, so two share two cores well.
+PYTEST_WORKERS ?= 2
 PYV_TESTS := $(PYTHONS:%=test-python-%)
 PYV_STAMPS := $(PYTHONS:%=.venv-%/.installed-dev)
 
@@ -43,7 +46,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict src tests/typing examples
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 
 test: lint typecheck unit
 
@@ -61,7 +64,7 @@ $(PYV_STAMPS): .venv-%/.installed-dev: pyproject.toml .ci/python_for.sh
 
 $(PYV_TESTS): test-python-%: .venv-%/.installed-dev
 	@.ci/python_for.sh $* >/dev/null
-	.venv-$*/bin/python -m pytest
+	.venv-$*/bin/python -m pytest -n $(PYTEST_WORKERS)
 
 test-pythons: $(PYV_TESTS)
 

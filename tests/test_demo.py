@@ -6,11 +6,14 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import pytest
 from PIL import Image
 
 from chanflow._demo import MISSING
-from chanflow._demo._compare import APPROACHES
+from chanflow._demo._compare import APPROACHES, Measured
 from chanflow._demo._flow import read_dead_letters
 from chanflow._demo._images import SIZE, THUMBNAIL, Download, generate, resize, thumbnail_name
 from chanflow._demo._plan import (
@@ -32,7 +35,17 @@ from chanflow._demo._plan import (
     kind_of,
 )
 from chanflow._demo._server import ImageServer
+from chanflow._demo._verdict import (
+    CHART_MISSING,
+    RECORD_NAME,
+    chart_line,
+    draw_comparison,
+    verdict_lines,
+)
 from helpers import wait_until
+
+# What one real `chanflow demo` measured (its comparison.json; see tests/data/README.md).
+RECORDED_COMPARISON = Path(__file__).with_name("data") / "demo_comparison.json"
 
 # Seconds the runs may take here, where other test runs may share the two cores; the
 # designed times are about 8 s with --quick and 11 s with --images 14.
@@ -72,6 +85,13 @@ def check_outputs(out: Path, stdout: str, settings: Settings) -> None:
         row = re.search(rf"│ {approach} +│(.*)│ +(\d+) │ +(\d+) │$", stdout, re.M)
         assert row is not None, f"no row for {approach} in:\n{stdout}"
         assert (int(row.group(2)), int(row.group(3))) == planned
+    assert "Which is better, and why (from the numbers above):" in stdout
+    assert re.search(r"^  Better here: the (worker pool|pipeline), ", stdout, re.M)
+    record = json.loads((out / RECORD_NAME).read_text())
+    assert [row["approach"] for row in record["rows"]] == list(APPROACHES)
+    assert f"Chart:        {out / 'comparison.svg'} and comparison.png" in stdout
+    assert svg_texts(out / "comparison.svg")  # drawn next to the thumbnails
+    assert png_size(out / "comparison.png")[0] > 0
 
 
 @pytest.mark.timeout(90)
@@ -318,3 +338,76 @@ def test_dead_letters_read_back_with_their_stage(tmp_path: Path) -> None:
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
     assert read_dead_letters(path) == [(3, FETCH), (13, RESIZE)]
     assert read_dead_letters(tmp_path / "none.jsonl") == []
+
+
+# -- the comparison's answer and chart, from one recorded run ---------------------------------
+
+
+def svg_texts(path: Path) -> list[str]:
+    """Every text of an SVG, which must parse as XML."""
+    svg = "{http://www.w3.org/2000/svg}"
+    root = ET.parse(path).getroot()
+    assert root.tag == f"{svg}svg"
+    return ["".join(element.itertext()) for element in root.iter(f"{svg}text")]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height of a PNG, which must start as one."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def recorded_rows() -> list[Measured]:
+    return [Measured(**row) for row in json.loads(RECORDED_COMPARISON.read_text())["rows"]]
+
+
+def test_the_verdict_names_the_better_way_and_why_from_the_numbers() -> None:
+    rows = recorded_rows()
+    settings = Settings.choose(300, quick=False)
+    lines = verdict_lines(rows, settings)
+
+    text = " ".join(line.strip() for line in lines)  # as one paragraph: lines wrap anywhere
+    loop = next(row for row in rows if row.approach == "sequential")
+    fastest = min((row for row in rows if row is not loop), key=lambda row: row.wall)
+    assert lines[0] == "Which is better, and why (from the numbers above):"
+    assert f"Speed: the {fastest.approach} is fastest, {fastest.wall:.2f} s" in text
+    assert f"sequential loop's {loop.wall:.2f} s" in text
+    assert "1.5 s of attempts at the one that never answers" in text  # 3 attempts of 0.5 s
+    assert "Fan-out holds every image at once" in text
+    assert re.search(r"Better here: the (worker pool|pipeline), \d+\.\dx the loop's", text)
+    assert all(len(line) <= 88 for line in lines)
+
+
+def test_no_verdict_without_the_loop_to_compare_with() -> None:
+    rows = [row for row in recorded_rows() if row.approach != "sequential"]
+    assert verdict_lines(rows, Settings.choose(300, quick=False)) == []
+
+
+def test_the_comparison_chart_is_drawn_from_its_record(tmp_path: Path) -> None:
+    record = tmp_path / RECORD_NAME
+    shutil.copy(RECORDED_COMPARISON, record)
+    svg, png = draw_comparison(record)
+
+    assert (svg, png) == (tmp_path / "comparison.svg", tmp_path / "comparison.png")
+    texts = svg_texts(svg)
+    compared = json.loads(record.read_text())["compared"]
+    assert f"chanflow demo: the first {compared} images, four ways" in texts
+    for label in ("sequential (a plain loop)", "fan-out (a task per image)", "pipeline"):
+        assert any(label in text for text in texts)
+    assert any("(baseline)" in text for text in texts)
+    assert any("Peak memory" in text for text in texts)
+    width, height = png_size(png)
+    assert width >= 1000 and height >= 400
+
+
+def test_without_matplotlib_the_demo_says_which_extra_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` fails
+    line = chart_line(recorded_rows(), Settings.choose(300, quick=False), tmp_path)
+
+    assert line == f"Chart:        {CHART_MISSING}; the numbers are in {tmp_path / RECORD_NAME}"
+    assert "pip install 'chanflow[demo]'" in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == [RECORD_NAME]

@@ -3,9 +3,12 @@
 A local HTTP server serves generated images (some slow, some failing, one that
 never answers); a pipeline fetches them (asyncio), resizes them (processes) and
 writes thumbnails (threads) with a live view; then the report, and a table of the
-same work done sequentially, fanned out, on a worker pool and as the pipeline.
+same work done sequentially, fanned out, on a worker pool and as the pipeline, which
+of them is better and why, and a chart of it next to the thumbnails.
 
-httpx and Pillow (the ``demo`` extra) are imported only when the demo runs.
+httpx and Pillow (the ``demo`` extra) are imported only when the demo runs;
+matplotlib (in the extra too) only to draw the chart, which without it is skipped
+with a one-line note.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """``chanflow demo``: start the server, run the pipeline live, report, compare.
 
 Standard output gets the story (what is served, the report, where the files are,
-the comparison table); standard error gets the live views.
+the comparison table, which way is better and why, where its chart is); standard
+error gets the live views.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ._compare import APPROACHES, Comparison, Measured, comparison_table
 from ._flow import build_flow, read_dead_letters
 from ._plan import Kind, Settings, expected_failures, expected_successes, kind_of
 from ._server import ImageServer
+from ._verdict import chart_line, verdict_lines
 
 __all__ = ["main"]
 
@@ -40,7 +42,7 @@ def main(images: int, out: Path | None, quick: bool) -> int:
             server.prepare()
         _introduce(console, server, settings)
         problems = _run_pipeline(console, server, settings, out_dir)
-        problems += _run_comparison(console, live, compare, settings)
+        problems += _run_comparison(console, live, compare, settings, out_dir)
     for problem in problems:
         live.print(f"[red]chanflow demo: {problem}[/red]")
     return 1 if problems else 0
@@ -64,9 +66,12 @@ def _run_pipeline(
 
 
 def _run_comparison(
-    console: Console, live: Console, compare: Comparison, settings: Settings
+    console: Console, live: Console, compare: Comparison, settings: Settings, out_dir: Path
 ) -> list[str]:
-    """The four ways, a status line while they run, then their table; any surprises."""
+    """The four ways, a status line while they run, their table, which is better, the chart.
+
+    Returns any surprises. The chart goes next to the thumbnails, with its numbers.
+    """
     console.print()
     with live.status("") as status:
         rows, failures = compare.run(
@@ -77,6 +82,12 @@ def _run_comparison(
         )
     console.print(comparison_table(rows, settings))
     console.print(COMPARISON_NOTES.format(workers=settings.pool_workers), soft_wrap=True)
+    if rows:
+        console.print()
+        for line in verdict_lines(rows, settings):
+            console.print(line, soft_wrap=True, markup=False)
+        console.print()
+        console.print(chart_line(rows, settings, out_dir), soft_wrap=True, markup=False)
     return failures + _mismatches(rows, settings)
 
 
