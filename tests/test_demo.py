@@ -78,6 +78,11 @@ def check_outputs(out: Path, stdout: str, settings: Settings) -> None:
 
     assert "Pipeline report" in stdout
     assert re.search(r"^stage +in +out +failed +retried +dead +busy +latency$", stdout, re.M)
+    check_comparison(out, stdout, settings)
+
+
+def check_comparison(out: Path, stdout: str, settings: Settings) -> None:
+    """The comparison's table, its answer, its record and its chart are all there."""
     compared = range(settings.compared)
     planned = (len(expected_successes(compared)), len(expected_failures(compared)))
     assert f"The first {settings.compared} images, four ways" in stdout
@@ -102,6 +107,15 @@ def test_quick_demo_writes_the_planned_thumbnails_and_dead_letters(tmp_path: Pat
     check_outputs(tmp_path, done.stdout, Settings.choose(300, quick=True))
     assert str(tmp_path / "thumbnails") in done.stdout
     assert seconds < BUDGET["quick"]
+
+
+@pytest.mark.timeout(90)
+def test_compare_runs_only_the_comparison_and_draws_its_chart(tmp_path: Path) -> None:
+    done, _ = demo("--quick", "--compare", "--out", str(tmp_path), timeout=80)
+
+    assert done.returncode == 0, done.stderr
+    assert "Pipeline report" not in done.stdout
+    check_comparison(tmp_path, done.stdout, Settings.choose(300, quick=True))
 
 
 @pytest.mark.timeout(120)

@@ -21,12 +21,15 @@ __all__ = ["run_demo"]
 MISSING = "chanflow demo needs httpx and Pillow: pip install 'chanflow[demo]'"
 
 
-def run_demo(*, images: int = 300, out: Path | None = None, quick: bool = False) -> int:
+def run_demo(
+    *, images: int = 300, out: Path | None = None, quick: bool = False, compare_only: bool = False
+) -> int:
     """Run the demo; the exit code: 0 as designed, 1 if not, 2 without httpx/Pillow, 130 on ^C.
 
     ``images``: how many images the server offers (``quick``: at most 40, and
     compares 16); ``out``: where thumbnails and dead letters go (None: a new temporary
-    directory, kept and named in the output).
+    directory, kept and named in the output); ``compare_only``: skip the live pipeline
+    run, only compare the four ways (the answer and the chart).
     """
     try:
         import httpx  # noqa: F401
@@ -37,7 +40,7 @@ def run_demo(*, images: int = 300, out: Path | None = None, quick: bool = False)
     from ._main import main
 
     try:
-        return main(images, out, quick)
+        return main(images, out, quick, compare_only)
     except KeyboardInterrupt:
         print("chanflow demo: interrupted", file=sys.stderr)
         return 130

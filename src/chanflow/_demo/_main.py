@@ -31,8 +31,9 @@ COMPARISON_NOTES = """\
   done: thumbnails written; failed: dead letters written (all as planned unless red)"""
 
 
-def main(images: int, out: Path | None, quick: bool) -> int:
-    """Run the demo; 0 if everything ended as planned, 1 if not."""
+def main(images: int, out: Path | None, quick: bool, compare_only: bool = False) -> int:
+    """Run the demo (``compare_only``: only its comparison); 0 if everything ended as
+    planned, 1 if not."""
     settings = Settings.choose(images, quick)
     out_dir = _output_directory(out)
     console = Console(highlight=False)
@@ -41,7 +42,7 @@ def main(images: int, out: Path | None, quick: bool) -> int:
         with live.status(f"Generating {settings.images} images"):
             server.prepare()
         _introduce(console, server, settings)
-        problems = _run_pipeline(console, server, settings, out_dir)
+        problems = [] if compare_only else _run_pipeline(console, server, settings, out_dir)
         problems += _run_comparison(console, live, compare, settings, out_dir)
     for problem in problems:
         live.print(f"[red]chanflow demo: {problem}[/red]")
