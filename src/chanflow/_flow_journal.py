@@ -12,8 +12,9 @@ before the consumer sees the last of them.
 A resumed run reads the source up to the last finished item and checks it against
 the journal (in the source's thread, before the first item goes in), hands the
 finished items' stored outputs to the consumer first, then what the flow makes of
-the others. ``batch`` stages, which merge items of several source items into one,
-are not journaled.
+the others. A ``batch`` stage's list is one item of several source items: those
+are finished together, once none of them has an item left in the flow, and the
+list is stored once, with the first of them.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ __all__ = [
     "FlowJournal",
     "Tagged",
     "check_flow_journal",
-    "check_no_batch",
     "flow_identity",
     "tagged_job",
 ]
@@ -55,11 +55,15 @@ _READY_POLL_SECONDS = 0.1
 
 
 class Tagged:
-    """An item in a journaled flow: its value and the index of the source item it came from."""
+    """An item in a journaled flow: its value and the index of the source item it came from.
+
+    A ``batch`` stage's list is one item of several source items: its ``index`` is
+    then the tuple of theirs (one entry per item in the list).
+    """
 
     __slots__ = ("index", "value")
 
-    def __init__(self, index: int, value: Any) -> None:
+    def __init__(self, index: int | tuple[int, ...], value: Any) -> None:
         self.index = index
         self.value = value
 
@@ -97,12 +101,16 @@ class _AsyncTaggedKeep(_TaggedMap):
 
 
 class _TaggedSpread(_TaggedMap):
-    def __call__(self, item: Tagged) -> tuple[int, list[Any]]:  # type: ignore[override]
+    def __call__(  # type: ignore[override]
+        self, item: Tagged
+    ) -> tuple[int | tuple[int, ...], list[Any]]:
         return item.index, list(self.fn(item.value))
 
 
 class _AsyncTaggedSpread(_TaggedMap):
-    async def __call__(self, item: Tagged) -> tuple[int, list[Any]]:  # type: ignore[override]
+    async def __call__(  # type: ignore[override]
+        self, item: Tagged
+    ) -> tuple[int | tuple[int, ...], list[Any]]:
         return item.index, list(await self.fn(item.value))
 
 
@@ -148,6 +156,11 @@ class FlowJournal:
         self._failures: dict[int, list[tuple[Result[Any], bool]]] = {}
         self._digests: dict[int, int] = {}
         self._done: list[Row] = []  # finished, not yet committed
+        # Source items whose values met in one batch list are finished together (so a
+        # resume never sees the list without one of them): groups of them, by a root.
+        self._root: dict[int, int] = {}
+        self._failed_sources: dict[int, tuple[int, ...]] = {}  # by id() of their Result
+        self._members: dict[int, list[int]] = {}
         self._ready = threading.Event()  # the source has checked a resumed input
         self._source_error: BaseException | None = None
         self._closed = False
@@ -227,41 +240,77 @@ class FlowJournal:
                     if keep:
                         outputs.append(item)
                     else:
-                        self._end_one(item.index)
+                        self._leave(item.index)
             else:
                 for index, values in batch:
                     outputs.extend(Tagged(index, value) for value in values)
-                    self._alive[index] = self._alive.get(index, 1) + len(values) - 1
-                    if not values:
-                        self._end_one(index, already=True)
+                    for source in _sources(index):
+                        self._alive[source] = self._alive.get(source, 1) + len(values)
+                    self._leave(index)
         return outputs
+
+    def batched(self, items: list[Tagged]) -> Tagged:
+        """A batch stage's list of ``items``, as one item of all their source items."""
+        sources = tuple(source for item in items for source in _sources(item.index))
+        return Tagged(sources, [item.value for item in items])
 
     def failed(self, result: Result[Any], *, dead: bool) -> None:
         """An item failed for good and was skipped or dead-lettered: it ends here.
 
         ``result.job`` is the item's value (see :meth:`untag`).
         """
-        index = result.index
         with self._lock:
-            self._failures.setdefault(index, []).append((result, dead))
-            self._end_one(index)
+            self._failures.setdefault(result.index, []).append((result, dead))
+            self._leave(self._failed_sources.pop(id(result), result.index))
 
-    @staticmethod
-    def untag(result: Result[Any]) -> Result[Any]:
+    def untag(self, result: Result[Any]) -> Result[Any]:
         """A failed job's Result as the user sees it: its input's value, and the
         source index as ``index``."""
         tagged = result.job
         if isinstance(tagged, Tagged):
-            result.job, result.index = tagged.value, tagged.index
+            result.job, result.index = tagged.value, min(_sources(tagged.index))
+            if isinstance(tagged.index, tuple):  # a batch list's: it ends for all of them
+                self._failed_sources[id(result)] = tagged.index
         return result
 
-    def _end_one(self, index: int, *, already: bool = False) -> None:
-        """One item of source item ``index`` left the flow (under the lock)."""
-        alive = self._alive.get(index, 1) - (0 if already else 1)
-        if alive > 0:
-            self._alive[index] = alive
+    def _leave(self, index: int | tuple[int, ...]) -> None:
+        """An item of the source item(s) ``index`` left the flow (under the lock)."""
+        sources = _sources(index)
+        if len(sources) > 1:
+            self._join(sources)
+        for source in sources:
+            alive = self._alive.get(source, 1) - 1
+            self._alive[source] = alive
+            if alive == 0:
+                self._finish_group(source)
+
+    def _join(self, sources: tuple[int, ...]) -> None:
+        """Put ``sources`` (and the groups they are in) into one group."""
+        roots = {self._root.get(source, source) for source in sources}
+        root = min(roots)
+        members = self._members.setdefault(root, [root])
+        for other in roots - {root}:
+            members.extend(self._members.pop(other, [other]))
+        for source in sources:
+            if source not in members:
+                members.append(source)
+        for member in members:
+            self._root[member] = root
+
+    def _finish_group(self, source: int) -> None:
+        """Finish ``source``'s group once none of its members has an item in the flow."""
+        root = self._root.get(source, source)
+        members = self._members.get(root, [source])
+        if any(self._alive.get(member, 1) for member in members):
             return
-        self._alive.pop(index, None)
+        for member in members:
+            self._finish(member)
+            self._alive.pop(member, None)
+            self._root.pop(member, None)
+        self._members.pop(root, None)
+
+    def _finish(self, index: int) -> None:
+        """Source item ``index`` is finished: its row, to commit (under the lock)."""
         outputs = self._outputs.pop(index, [])
         failures = self._failures.pop(index, [])
         digest = self._digests.pop(index, 0)
@@ -295,8 +344,9 @@ class FlowJournal:
         with self._lock:
             outputs = self._outputs
             for item in items:
-                outputs.setdefault(item.index, []).append(item.value)
-                self._end_one(item.index)
+                # A batch list is stored once, with the first of its source items.
+                outputs.setdefault(min(_sources(item.index)), []).append(item.value)
+                self._leave(item.index)
         self.commit()
         return [item.value for item in items]
 
@@ -337,9 +387,5 @@ def check_flow_journal(journal: object, resume: object, source: object) -> None:
         )
 
 
-def check_no_batch(journal: object, kind: str) -> None:
-    if journal is not None and kind == "batch":
-        raise ValueError(
-            "a journaled Pipeline cannot have a batch stage yet: a batch merges items of "
-            "several source items, which the journal keeps one by one"
-        )
+def _sources(index: int | tuple[int, ...]) -> tuple[int, ...]:
+    return index if isinstance(index, tuple) else (index,)

@@ -41,7 +41,6 @@ from ._exceptions import Cancelled, ChannelClosed
 from ._flow_journal import (
     FlowJournal,
     check_flow_journal,
-    check_no_batch,
     flow_identity,
     tagged_job,
 )
@@ -154,7 +153,6 @@ class Pipeline(Generic[T]):
         return f"<Pipeline {stages}>"
 
     def _with(self, stage: _Stage) -> Pipeline[Any]:
-        check_no_batch(self._journal, stage.kind)
         names = [existing.name for existing in self._stages]
         if stage.name in names:
             stage = replace(stage, name=f"{stage.name}#{len(self._stages) + 1}")
@@ -859,7 +857,9 @@ class _StageRun:
 
     def _pass_batch(self, pending: list[Any], outbox: Link) -> None:
         self.meter.items_out += 1
-        outbox.put([pending], grown=1 - len(pending))
+        journal = self.run.journal
+        batch = pending if journal is None else journal.batched(pending)
+        outbox.put([batch], grown=1 - len(pending))
 
     # -- reports --------------------------------------------------------------------------
 
