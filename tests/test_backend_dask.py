@@ -10,6 +10,7 @@ Jobs report back through their return values.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import os
@@ -35,7 +36,12 @@ def client(dask_client: Any) -> Any:
     """The session's client; after the test, the cluster is whole and holds no task of ours."""
     yield dask_client
     cluster_is_whole(dask_client)
-    wait_until(lambda: not chanflow_tasks(dask_client), 5.0)
+    # A Dask future held by a reference cycle (an exception's traceback holds the
+    # frames that hold it) is released when the cycle is collected; the scheduler then
+    # forgets the task when it gets round to it, seconds on a busy machine. A task of
+    # ours that leaked stays for ever, so a generous wait still catches it.
+    gc.collect()
+    wait_until(lambda: not chanflow_tasks(dask_client), 30.0)
 
 
 def cluster_is_whole(client: Any, seconds: float = 30.0) -> None:
