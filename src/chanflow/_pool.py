@@ -1296,12 +1296,12 @@ class WorkerPool:
                 if run.ordered:
                     following = durable.original(position)
                     while replay is not None and replay.index < following:
-                        for item in _replayed(run, replay):
+                        for item in await _areplayed(run, replay):
                             yield item
                         replay = next(replays, None)
                 else:
                     while replay is not None:
-                        for item in _replayed(run, replay):
+                        for item in await _areplayed(run, replay):
                             yield item
                         replay = next(replays, None)
                 try:
@@ -1311,7 +1311,7 @@ class WorkerPool:
                 position += 1
                 yield item
             while replay is not None:
-                for item in _replayed(run, replay):
+                for item in await _areplayed(run, replay):
                     yield item
                 replay = next(replays, None)
         finally:
@@ -1606,6 +1606,14 @@ async def _achain(items: list[Any], source: AsyncIterator[Any]) -> AsyncIterator
         yield item
     async for item in source:
         yield item
+
+
+async def _areplayed(run: _Run[Any], result: Result[Any]) -> list[Any]:
+    """Async twin of :func:`_replayed`: a full dead-letter channel never blocks the loop."""
+    if result.error is not None and run.sink is not None:
+        await run.sink.aput(result)
+        return []
+    return list(_replayed(run, result))
 
 
 def _replayed(run: _Run[Any], result: Result[Any]) -> Iterator[Any]:
