@@ -76,4 +76,6 @@ def _dask_cluster_for_dask_backend_tests(request: pytest.FixtureRequest) -> None
     callspec = getattr(request.node, "callspec", None)
     params = callspec.params.values() if callspec is not None else ()
     if any(getattr(value, "name", value) == "dask" for value in params):
-        request.getfixturevalue("dask_client")
+        client = request.getfixturevalue("dask_client")
+        # Whole again: an earlier test in this process may have killed a worker.
+        client.wait_for_workers(DASK_WORKERS, timeout=30)

@@ -33,7 +33,9 @@ THREADS = DASK_WORKERS * DASK_THREADS_PER_WORKER
 
 @pytest.fixture
 def client(dask_client: Any) -> Any:
-    """The session's client; after the test, the cluster is whole and holds no task of ours."""
+    """The session's client, on a whole cluster (a test elsewhere in this process may have
+    killed a worker, not yet back); after the test, whole again and holding no task of ours."""
+    cluster_is_whole(dask_client)
     yield dask_client
     cluster_is_whole(dask_client)
     # A Dask future held by a reference cycle (an exception's traceback holds the
