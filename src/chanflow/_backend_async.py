@@ -157,17 +157,28 @@ async def _attempt_with_timeout(call: Call, job: Job, timeout: float) -> Any:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except asyncio.CancelledError:
         task.cancel()
+        # It may have ended with an error just before: nobody will read it, and asyncio
+        # would print it as "never retrieved" (a Ctrl-C would show a traceback).
+        task.add_done_callback(_retrieved)
         raise
     if not done:
         job.expire_context()  # before the cancel reaches the job (see Job.expire_context)
         task.cancel()
         await asyncio.wait({task})
+        _retrieved(task)
         raise call.timed_out(job)
     if job.past_deadline():
+        _retrieved(task)
         raise call.timed_out(job)
     if task.cancelled():
         raise Cancelled(f"job {job.index} was cancelled by something other than the pool")
     return task.result()
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark an ended task's error as read: the pool reports the attempt otherwise."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _worker_cancelled() -> bool:
