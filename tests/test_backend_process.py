@@ -247,7 +247,10 @@ def test_rate_tokens_are_taken_once_a_worker_can_start_the_job() -> None:
     with cf.WorkerPool(workers=4, backend="process", rate="20/s") as pool:
         starts = sorted(pool.map(LoadsIn(_imports_slowly), range(6)))
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
-    assert min(gaps) >= 0.05 - 0.01, gaps
+    # Tokens taken early would release the first four jobs together (gaps of a few ms).
+    # Paced, the gaps are 50 ms, less the start-up jitter of the workers, which a
+    # loaded machine (a CPU burner beside the suite's three processes) makes 15 ms.
+    assert min(gaps) >= 0.02, gaps
 
 
 def test_a_50_mb_result_comes_back(pool: cf.WorkerPool) -> None:
