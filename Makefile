@@ -15,8 +15,9 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # them; `make test-pythons PYTHONS="3.11 3.12"` runs others.
 PYTHONS ?= 3.10 3.13
 # The suite runs on this many pytest-xdist processes: most tests wait (on sleeps,
-# subprocesses, sockets) more than they compute, so three share two cores well.
-PYTEST_WORKERS ?= 3
+# subprocesses, sockets) more than they compute, so two share two cores well (three
+# were no faster in CI, and made the machine busier).
+PYTEST_WORKERS ?= 2
 PYV_TESTS := $(PYTHONS:%=test-python-%)
 PYV_STAMPS := $(PYTHONS:%=.venv-%/.installed-dev)
 
