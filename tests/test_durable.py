@@ -13,6 +13,7 @@ import textwrap
 import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -318,7 +319,7 @@ _CHILD = textwrap.dedent(
 def _committed(journal: Path) -> dict[int, Any]:
     if not journal.exists():
         return {}
-    with sqlite3.connect(journal) as db:  # a reader beside no writer: the run is dead
+    with closing(sqlite3.connect(journal)) as db, db:  # a reader beside no writer: the run is dead
         return dict(db.execute("SELECT idx, outcome FROM jobs"))
 
 

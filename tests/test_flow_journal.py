@@ -11,6 +11,7 @@ import sys
 import textwrap
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -304,7 +305,7 @@ def _committed(journal: Path) -> set[int]:
     if not journal.exists():
         return set()
     try:
-        with sqlite3.connect(journal) as db:
+        with closing(sqlite3.connect(journal)) as db, db:
             return {index for (index,) in db.execute("SELECT idx FROM jobs")}
     except sqlite3.OperationalError:  # a child is making its tables
         return set()

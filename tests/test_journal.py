@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from contextlib import closing
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,8 @@ def test_a_truncated_journal_is_refused_naming_it(tmp_path: Path) -> None:
         journal.begin("f", resume=False)
         rows = [Row(i, digest_of(i), OK, *encode("x" * 200), 1, 0.0, None) for i in range(5000)]
         journal.commit(rows)
-    with sqlite3.connect(path) as db:  # everything into the main file, as a crash might not
+    # Everything into the main file, as a crash might not leave it.
+    with closing(sqlite3.connect(path)) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     size = path.stat().st_size
     with path.open("r+b") as file:
@@ -97,7 +99,7 @@ def test_a_truncated_journal_is_refused_naming_it(tmp_path: Path) -> None:
 
 def test_a_journal_of_the_older_schema_is_refused_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    with sqlite3.connect(path) as db:  # what `chanflow run` wrote before schema 2
+    with closing(sqlite3.connect(path)) as db, db:  # what `chanflow run` wrote before schema 2
         db.executescript(
             "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
             "CREATE TABLE jobs (idx INTEGER PRIMARY KEY, digest TEXT NOT NULL, ok INTEGER"
@@ -108,13 +110,13 @@ def test_a_journal_of_the_older_schema_is_refused_naming_it(tmp_path: Path) -> N
     with pytest.raises(cf.JournalError, match="schema 1, written by an older chanflow") as caught:
         cf.Journal(path)
     assert str(path) in str(caught.value)
-    with sqlite3.connect(path) as db:  # the old journal's record is untouched
+    with closing(sqlite3.connect(path)) as db, db:  # the old journal's record is untouched
         assert db.execute("SELECT count(*) FROM jobs").fetchone() == (1,)
 
 
 def test_a_database_of_something_else_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.db"
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE customers (id INTEGER)")
     with pytest.raises(cf.JournalError, match=r"not a chanflow journal.*customers"):
         cf.Journal(path)
