@@ -259,13 +259,17 @@ def test_a_value_that_cannot_be_stored_fails_its_job_and_runs_again_on_resume(
         return threading.Lock() if x == 3 else x
 
     with cf.WorkerPool(2) as pool:
-        out = list(pool.results(make, range(6), journal=journal, ordered=True))
+        # One chunk: its values are stored job by job once one of them cannot be.
+        out = list(pool.results(make, range(6), journal=journal, ordered=True, chunksize=6))
     assert [r.ok for r in out] == [True, True, True, False, True, True]
     assert isinstance(out[3].error, cf.JournalError)
     assert "value of job 3 cannot be stored" in str(out[3].error)
     assert str(journal) in str(out[3].error)
     with cf.Journal(journal) as stored:
         assert [row.idx for row in stored.stored(0, 10)] == [0, 1, 2, 4, 5]
+    with cf.WorkerPool(2) as pool:  # the stored jobs kept their digests: the same input
+        again = list(pool.results(make, range(6), journal=journal, resume=True, ordered=True))
+    assert [r.replayed for r in again] == [True, True, True, False, True, True]
 
 
 def test_large_values_travel_through_the_journal(tmp_path: Path) -> None:

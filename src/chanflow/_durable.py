@@ -178,11 +178,10 @@ class DurableCall:
         results: list[Result[Any]] = []
         rows = []
         for result in outcome:
-            row = self._result_row(result)
-            if row is None:
-                result = self._unstorable(result)
-            else:
-                rows.append(row)
+            try:
+                rows.append(self._result_row(result))
+            except TypeError as error:
+                result = self._unstorable(result, error)
             results.append(result)
         return results, rows
 
@@ -194,36 +193,32 @@ class DurableCall:
             assert isinstance(outcome, Done)
             indices = [job.index for job in outcome.jobs]
             attempts = [job.attempts for job in outcome.jobs]
-        pop = self._digests.pop
-        rows = []
         try:
-            for index, value, tries, elapsed in zip(
-                indices, outcome.values, attempts, outcome.elapsed(), strict=True
-            ):
-                encoding, stored = encode(value)
-                rows.append(Row(index, pop(index, 0), OK, encoding, stored, tries, elapsed, None))
+            encoded = [encode(value) for value in outcome.values]
         except TypeError:
-            return None
-        return rows
+            return None  # no digest taken yet: the Results take theirs
+        pop = self._digests.pop
+        return [
+            Row(index, pop(index, 0), OK, encoding, stored, tries, elapsed, None)
+            for index, (encoding, stored), tries, elapsed in zip(
+                indices, encoded, attempts, outcome.elapsed(), strict=True
+            )
+        ]
 
-    def _result_row(self, result: Result[Any]) -> Row | None:
-        digest = self._digests.pop(result.index, 0)
+    def _result_row(self, result: Result[Any]) -> Row:
+        """The row of one job; TypeError (its digest kept) if its value cannot be stored."""
         if result.error is None:
-            try:
-                encoding, stored = encode(result.value)
-            except TypeError:
-                self._digests[result.index] = digest
-                return None
+            encoding, stored = encode(result.value)
             status = OK
             traceback = None
         else:
-            encoding, stored = encode_error(result.error, result.traceback)
+            encoding, stored = encode_error(result.error)
             status = DEAD if self._dead_letters else FAILED
             # Kept as text: a traceback does not pickle, and a replayed error shows it.
             traceback = result.traceback or format_error(result.error)
         return Row(
             result.index,
-            digest,
+            self._digests.pop(result.index, 0),
             status,
             encoding,
             stored,
@@ -232,14 +227,9 @@ class DurableCall:
             traceback,
         )
 
-    def _unstorable(self, result: Result[Any]) -> Result[Any]:
+    def _unstorable(self, result: Result[Any], reason: TypeError) -> Result[Any]:
         """A job whose value the journal cannot hold fails with a JournalError saying why
         (not stored: a resumed run runs it again)."""
-        try:
-            encode(result.value)
-            reason = "unknown"
-        except TypeError as error:
-            reason = str(error)
         self._digests.pop(result.index, None)
         refused = JournalError(
             f"{self._where}: the value of job {result.index:,} cannot be stored: {reason}"

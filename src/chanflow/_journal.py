@@ -202,7 +202,7 @@ def encode(value: Any) -> tuple[int, Any]:
         raise TypeError(f"{type(value).__name__} cannot be pickled ({error})") from None
 
 
-def encode_error(error: BaseException, traceback: str | None) -> tuple[int, Any]:
+def encode_error(error: BaseException) -> tuple[int, Any]:
     """A job's error as (encoding, blob); one that cannot be pickled becomes a RemoteError."""
     try:
         return PICKLE, _pickled(error)
