@@ -147,3 +147,29 @@ def kill_and_resume(
     final = subprocess.run(command, capture_output=True, text=True, timeout=200)
     assert final.returncode == 0, final.stderr
     return pids, before, final.stdout
+
+
+def interrupt(child: subprocess.Popen[str], within: float) -> tuple[str, str]:
+    """Send SIGINT to ``child`` and return its (stdout, stderr) once it has exited.
+
+    It must exit within ``within`` seconds. If it does not, it gets SIGABRT, which makes
+    a child started with ``-X faulthandler`` print every thread's stack, and the test
+    fails with those stacks: a hang says where it hangs. The pipes are closed either way.
+    """
+    child.send_signal(signal.SIGINT)
+    try:
+        return child.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGABRT)
+        try:
+            _, stderr = child.communicate(timeout=10.0)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            _, stderr = child.communicate()
+        raise AssertionError(
+            f"still running {within} s after SIGINT; its stacks:\n{stderr[-6000:]}"
+        ) from None
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()

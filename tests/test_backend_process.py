@@ -29,7 +29,7 @@ from chanflow._backend import Job
 from chanflow._backend_process import ProcessBackend
 from chanflow._process_worker import JobScope, _run, decode_outcomes
 from chanflow._result import Result
-from helpers import call_of, results_into
+from helpers import call_of, interrupt, results_into
 from probes import Stamps
 
 
@@ -485,7 +485,7 @@ def start_parent(tmp_path: Path) -> tuple[subprocess.Popen[str], set[int]]:
     script = tmp_path / "parent.py"
     script.write_text(_PARENT)
     child = subprocess.Popen(
-        [sys.executable, str(script), "30"],
+        [sys.executable, "-X", "faulthandler", str(script), "30"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -512,12 +512,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
 def test_ctrl_c_in_the_parent_leaves_no_worker(tmp_path: Path) -> None:
     child, pids = start_parent(tmp_path)
     time.sleep(0.2)
-    child.send_signal(signal.SIGINT)
-    try:
-        _, stderr = child.communicate(timeout=5.0)
-    finally:
-        child.kill()
-        child.wait()
+    _, stderr = interrupt(child, within=5.0)
     assert "KeyboardInterrupt" in stderr
     assert wait_until_gone(pids, 5.0) == set()
 

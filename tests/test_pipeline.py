@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import textwrap
@@ -29,7 +28,7 @@ from hypothesis import strategies as st
 
 import chanflow as cf
 from chanflow import _link
-from helpers import wait_until
+from helpers import interrupt, wait_until
 from pool_helpers import BACKENDS, Backend, Source
 
 PROMPT = 3.0  # seconds within which a stopped flow must have ended
@@ -576,15 +575,15 @@ def test_ctrl_c_stops_a_running_pipeline_and_leaves_no_process(tmp_path: Path) -
     path = tmp_path / "interrupt.py"
     path.write_text(script)
     child = subprocess.Popen(
-        [sys.executable, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-X", "faulthandler", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline() == "running\n"
-        child.send_signal(signal.SIGINT)
-        stdout, stderr = child.communicate(timeout=10)
-    finally:
-        child.kill()
+    assert child.stdout is not None
+    started = child.stdout.readline()
+    stdout, stderr = interrupt(child, within=10.0)
+    assert started == "running\n", stderr
     assert child.returncode == 0, stderr
     assert stdout == "interrupted\n"
 
