@@ -224,7 +224,7 @@ def test_ctrl_c_stops_the_demo_promptly_and_leaves_no_process(
     assert child.returncode == 130, stderr
     assert "chanflow demo: interrupted" in stderr
     assert "Traceback" not in stderr
-    assert seconds < 5.0
+    assert seconds < 5.0, stderr
     wait_until(lambda: not leftovers(child.pid, tree), timeout=5.0)
 
 

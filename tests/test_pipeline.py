@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import os
 import random
 import subprocess
@@ -27,6 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chanflow as cf
+import chanflow._pipeline
 from chanflow import _link
 from helpers import interrupt, wait_until
 from pool_helpers import BACKENDS, Backend, Source
@@ -534,6 +536,28 @@ def test_a_long_running_cooperative_job_is_cancelled_when_the_flow_stops() -> No
             break
     assert time.monotonic() - began < PROMPT
     assert saw_cancel == [True]
+
+
+def test_a_thread_left_behind_blocked_in_a_source_is_named_with_its_stack(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(chanflow._pipeline, "_JOIN_SECONDS", 0.2)
+    release = threading.Event()
+
+    def stuck_source() -> Iterator[int]:
+        yield 1
+        release.wait(30)  # user code with no cancellation path
+        yield 2
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="chanflow"):
+            for _ in cf.Pipeline(stuck_source()).map(increment):
+                break
+    finally:
+        release.set()  # lets the thread end before the leftover-thread check
+    [record] = [r for r in caplog.records if "left behind" in r.getMessage()]
+    assert "stuck_source" in record.getMessage()
+    assert "release.wait(30)" in record.getMessage()
 
 
 def test_async_for_break_stops_the_flow() -> None:

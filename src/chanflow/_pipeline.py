@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+import sys
 import threading
 import time
 import traceback
@@ -69,9 +71,30 @@ _INLINE_CHUNK = 1024
 # Closing a run waits this long for its threads; only one blocked in user code (a
 # source whose next() never returns, an inline function that hangs) outlives it.
 _JOIN_SECONDS = 10.0
+
+logger = logging.getLogger("chanflow")
 # The source reader doubles its pull while the source keeps up, and halves it
 # when a pull takes longer than this: a slow source is passed on item by item.
 _SLOW_PULL_SECONDS = 0.002
+
+
+def _report_left_behind(threads: Iterable[threading.Thread]) -> None:
+    """Log each thread still running after the close's wait, with where it is stuck.
+
+    Such a thread (a daemon) is left behind: say which, as a user cannot see it.
+    """
+    frames = sys._current_frames()
+    for thread in threads:
+        if thread.is_alive() and thread is not threading.current_thread():
+            frame = frames.get(thread.ident or -1)
+            stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+            logger.warning(
+                "chanflow: the pipeline thread %r still runs %.0f s after its flow closed"
+                " (blocked in a source or a function?); left behind. Its stack:\n%s",
+                thread.name,
+                _JOIN_SECONDS,
+                stack,
+            )
 
 
 @dataclass(frozen=True)
@@ -587,6 +610,7 @@ class _FlowRun:
             if thread.ident is not None and thread is not threading.current_thread():
                 # Only a source or function blocked in user code outlives the wait.
                 thread.join(max(0.0, deadline - time.monotonic()))
+        _report_left_behind(self._threads)
         self.ended_at = time.monotonic()
         if self._progress is not None:
             self._progress.close()
