@@ -150,13 +150,18 @@ def kill_and_resume(
 
 
 def interrupt(child: subprocess.Popen[str], within: float) -> tuple[str, str]:
-    """Send SIGINT to ``child`` and return its (stdout, stderr) once it has exited.
-
-    It must exit within ``within`` seconds. If it does not, it gets SIGABRT, which makes
-    a child started with ``-X faulthandler`` print every thread's stack, and the test
-    fails with those stacks: a hang says where it hangs. The pipes are closed either way.
-    """
+    """Send SIGINT to ``child``; its (stdout, stderr) once it has exited (see below)."""
     child.send_signal(signal.SIGINT)
+    return exited_within(child, within, "SIGINT")
+
+
+def exited_within(child: subprocess.Popen[str], within: float, after: str) -> tuple[str, str]:
+    """``child``'s (stdout, stderr) once it has exited, which must be within ``within`` s.
+
+    If it does not, it gets SIGABRT, which makes a child started with ``-X faulthandler``
+    print every thread's stack, and the test fails with those stacks: a hang says where
+    it hangs. The pipes are closed either way.
+    """
     try:
         return child.communicate(timeout=within)
     except subprocess.TimeoutExpired:
@@ -167,7 +172,7 @@ def interrupt(child: subprocess.Popen[str], within: float) -> tuple[str, str]:
             child.kill()
             _, stderr = child.communicate()
         raise AssertionError(
-            f"still running {within} s after SIGINT; its stacks:\n{stderr[-6000:]}"
+            f"still running {within} s after {after}; its stacks:\n{stderr[-8000:]}"
         ) from None
     finally:
         if child.poll() is None:

@@ -42,7 +42,7 @@ from chanflow._demo._verdict import (
     draw_comparison,
     verdict_lines,
 )
-from helpers import wait_until
+from helpers import exited_within, wait_until
 
 # What one real `chanflow demo` measured (its comparison.json; see tests/data/README.md).
 RECORDED_COMPARISON = Path(__file__).with_name("data") / "demo_comparison.json"
@@ -197,17 +197,6 @@ def in_the_comparison(demo_pid: int, out: Path) -> bool:
     return bool(measurers) and len(descendants(measurers[0])) >= 3
 
 
-def stopped_within(child: subprocess.Popen[str], seconds: float) -> str:
-    """The demo's stderr once it has exited, which must be within ``seconds``; else
-    fail with its stacks (SIGABRT under ``-X faulthandler``): where it is stuck."""
-    try:
-        return child.communicate(timeout=seconds)[1]
-    except subprocess.TimeoutExpired:
-        child.send_signal(signal.SIGABRT)
-        _, stderr = child.communicate(timeout=10)
-        pytest.fail(f"the demo still ran {seconds} s after Ctrl-C; its stacks:\n{stderr[-8000:]}")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("moment", [in_the_pipeline, in_the_comparison])
@@ -226,7 +215,7 @@ def test_ctrl_c_stops_the_demo_promptly_and_leaves_no_process(
             wait_until(lambda: moment(child.pid, tmp_path), timeout=30.0)
             tree = descendants(child.pid)
             os.killpg(child.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-            stderr = stopped_within(child, 5.0)
+            _, stderr = exited_within(child, 5.0, "Ctrl-C")
         finally:
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGKILL)

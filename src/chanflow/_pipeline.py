@@ -71,11 +71,11 @@ _INLINE_CHUNK = 1024
 # Closing a run waits this long for its threads; only one blocked in user code (a
 # source whose next() never returns, an inline function that hangs) outlives it.
 _JOIN_SECONDS = 10.0
-
-logger = logging.getLogger("chanflow")
 # The source reader doubles its pull while the source keeps up, and halves it
 # when a pull takes longer than this: a slow source is passed on item by item.
 _SLOW_PULL_SECONDS = 0.002
+
+logger = logging.getLogger("chanflow")
 
 
 def _report_left_behind(threads: Iterable[threading.Thread]) -> None:
