@@ -12,6 +12,7 @@ import itertools
 import multiprocessing
 import multiprocessing.context
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -22,12 +23,13 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any, cast
 
+import cloudpickle
 import pytest
 
 import chanflow as cf
 from chanflow._backend import Job
 from chanflow._backend_process import ProcessBackend
-from chanflow._process_worker import JobScope, _run, decode_outcomes
+from chanflow._process_worker import JobScope, _dumps, _run, decode_outcomes
 from chanflow._result import Result
 from helpers import call_of, interrupt, results_into
 from probes import Stamps
@@ -113,6 +115,52 @@ def test_errors_keep_their_type_and_traceback(pool: cf.WorkerPool) -> None:
     assert [results[job].value for job in (0, 1, 3)] == [0, 1, 3]
     with pytest.raises(Boom, match="bad 2"):
         list(pool.map(body, range(4)))
+
+
+def test_failures_and_values_only_cloudpickle_can_carry_come_back(pool: cf.WorkerPool) -> None:
+    # A failure travels plainly pickled when it can (fast, for retries); these classes,
+    # defined here, can travel by value only: cloudpickle must still carry them.
+    class LocalError(Exception):
+        pass
+
+    class LocalValue:
+        def __init__(self, job: int) -> None:
+            self.job = job
+
+    def body(job: int) -> LocalValue:
+        if job % 3 == 1:
+            raise LocalError(f"local {job}")
+        return LocalValue(job)
+
+    results = {result.index: result for result in pool.results(body, range(9), retries=1)}
+    for job, result in results.items():
+        if job % 3 == 1:
+            assert type(result.error).__name__ == "LocalError"
+            assert str(result.error) == f"local {job}"
+            assert result.attempts == 2
+        else:
+            assert type(result.value).__name__ == "LocalValue"
+            assert result.value.job == job
+
+
+def test_outcomes_are_pickled_plainly_when_they_can_be(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Local(Exception):
+        pass
+
+    by_cloudpickle: list[object] = []
+    dumps = cloudpickle.dumps
+
+    def spied(obj: object, *args: Any, **kwargs: Any) -> bytes:
+        by_cloudpickle.append(obj)
+        return dumps(obj, *args, **kwargs)
+
+    monkeypatch.setattr(cloudpickle, "dumps", spied)
+    failures, values = pickle.loads(_dumps(({0: (ValueError("x"), "ValueError", "x", "")}, [None])))
+    assert isinstance(failures[0][0], ValueError) and values == [None]
+    assert by_cloudpickle == []  # plain pickle did it
+    error = pickle.loads(_dumps(Local("by value")))
+    assert type(error).__name__ == "Local" and str(error) == "by value"
+    assert len(by_cloudpickle) == 1  # only cloudpickle carries a class by value
 
 
 def test_what_cannot_be_pickled_fails_its_own_job_clearly(pool: cf.WorkerPool) -> None:

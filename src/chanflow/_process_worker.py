@@ -3,7 +3,8 @@
 This module is what a worker process imports (the forkserver preloads it), so it
 imports as little as it can. Every message is a cloudpickled tuple sent with
 ``Connection.send_bytes``, except outcomes (``part``, ``done``), which carry a small
-header first (see ``_OUTCOMES``):
+header first (see ``_OUTCOMES``) and are plainly pickled when they hold a failure
+(see ``_dumps``):
 
 parent -> worker: ``("fn", key, fn_bytes)`` registers a call's function;
 ``("run", key, items, chunk, timeout, flush, eager)`` runs it over ``items``
@@ -30,6 +31,7 @@ thread cancels the running job's Context when the parent asks (see JobScope).
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import struct
 import threading
@@ -279,6 +281,16 @@ def _run(
     return failures, values
 
 
+def _dumps(outcome: Any) -> bytes:
+    """``outcome`` pickled: plainly if it can be (a failed job's exception and traceback
+    text, a sixth of cloudpickle's ~30 us, which a retry waits for), else by cloudpickle
+    (an exception class defined in the caller's ``__main__`` or a function)."""
+    try:
+        return pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return bytes(cloudpickle.dumps(outcome))
+
+
 def _portable_failure(failure: Failure) -> Failure:
     """``failure``, or its text alone if its error would not come back to life elsewhere.
 
@@ -286,7 +298,7 @@ def _portable_failure(failure: Failure) -> Failure:
     arguments than its message pickles fine and fails to unpickle.
     """
     try:
-        cloudpickle.loads(cloudpickle.dumps(failure[0]))
+        cloudpickle.loads(_dumps(failure[0]))
         return failure
     except Exception:
         return None, failure[1], failure[2], failure[3]  # keep the text at least
@@ -306,9 +318,10 @@ def _encode_outcomes(
 ) -> bytes:
     """A ``part`` or ``done`` message; what cannot be pickled becomes a failure saying so."""
     header = _OUTCOMES.pack(_MARKER, kind == "done", len(values), seconds)
-    if failures:  # rare: check each error can come back before trusting the whole
-        failures = {position: _portable_failure(f) for position, f in failures.items()}
     try:
+        if failures:  # rare: check each error can come back before trusting the whole
+            failures = {position: _portable_failure(f) for position, f in failures.items()}
+            return header + _dumps((failures, values))
         return header + bytes(cloudpickle.dumps((failures, values)))
     except Exception:
         pass
