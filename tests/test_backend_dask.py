@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
 from typing import Any
 
@@ -38,10 +39,10 @@ def client(dask_client: Any) -> Any:
     cluster_is_whole(dask_client)
     yield dask_client
     cluster_is_whole(dask_client)
-    # A Dask future held by a reference cycle (an exception's traceback holds the
-    # frames that hold it) is released when the cycle is collected; the scheduler then
-    # forgets the task when it gets round to it, seconds on a busy machine. A task of
-    # ours that leaked stays for ever, so a generous wait still catches it.
+    # A Dask future that a test itself keeps in a reference cycle is released when the
+    # cycle is collected (chanflow's own are not: see the garbage collector test); the
+    # scheduler then forgets the task when it gets round to it, seconds on a busy
+    # machine. A task of ours that leaked stays for ever, so a generous wait catches it.
     gc.collect()
     wait_until(lambda: not chanflow_tasks(dask_client), 30.0)
 
@@ -127,6 +128,47 @@ def test_errors_keep_their_type_and_traceback(client: Any) -> None:
             list(pool.map(fail, [3]))
     assert isinstance(result.error, KeyError)
     assert result.traceback is not None and "in fail" in result.traceback
+
+
+def fail_at_5(job: int) -> int:
+    if job == 5:
+        raise ValueError(f"bad {job}")
+    return job
+
+
+def test_a_failed_map_leaves_no_task_on_the_cluster_without_the_garbage_collector(
+    client: Any,
+) -> None:
+    # The raised error's traceback, rebuilt by tblib, once held the decoding frames and
+    # through them the chunk's future: its task stayed until a collection found the cycle.
+    gc.disable()
+    try:
+        with cf.WorkerPool(backend="dask") as pool:
+            with pytest.raises(ValueError, match="bad 5"):
+                list(pool.map(fail_at_5, range(20)))
+            wait_until(lambda: not chanflow_futures(client), 5.0)
+            wait_until(lambda: not chanflow_tasks(client), 10.0)
+    finally:
+        gc.enable()
+
+
+def chained(job: int) -> int:
+    try:
+        raise KeyError(f"inner {job}")
+    except KeyError as error:
+        raise ValueError(f"outer {job}") from error
+
+
+def test_a_chained_error_shows_the_workers_traceback(client: Any) -> None:
+    # A Dask worker pickles an error with its cause (tblib); the rebuilt tracebacks are
+    # dropped (see the test above), and the worker's, as text, ends the chain of causes.
+    with cf.WorkerPool(backend="dask") as pool, pytest.raises(ValueError, match="outer") as caught:
+        list(pool.map(chained, [1]))
+    error = caught.value
+    assert isinstance(error.__cause__, KeyError)
+    printed = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    for part in ("in chained", "KeyError: 'inner 1'", "ValueError: outer 1"):
+        assert part in printed, printed
 
 
 def test_what_cannot_be_pickled_fails_its_own_job_clearly(client: Any) -> None:

@@ -512,8 +512,16 @@ class _RemoteTraceback(Exception):
 
 
 def attach_remote_traceback(error: BaseException, text: str) -> None:
-    if error.__traceback__ is None and error.__cause__ is None:
-        error.__cause__ = _RemoteTraceback(text)
+    """Make the worker's traceback ``text`` the cause at the end of ``error``'s causes
+    (its own cause, when it came without one), unless it has a traceback or one is there."""
+    if error.__traceback__ is not None:
+        return
+    last, seen = error, {id(error)}
+    while last.__cause__ is not None and id(last.__cause__) not in seen:
+        last = last.__cause__
+        seen.add(id(last))
+    if not isinstance(last, _RemoteTraceback) and last.__cause__ is None:
+        last.__cause__ = _RemoteTraceback(text)
 
 
 def format_error(error: BaseException) -> str:

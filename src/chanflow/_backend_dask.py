@@ -626,6 +626,9 @@ class DaskRunner(Backend):
                 continue
             for future, result in batch:
                 self._finished(future, result)
+            # Hold no finished task while waiting for the next: a future kept alive
+            # keeps its task, and its result, on the cluster.
+            batch = future = result = None
 
     def _finished(self, future: Any, result: Any) -> None:
         with self._lock:

@@ -361,7 +361,26 @@ def decode_outcomes(data: bytes) -> tuple[str, dict[int, Failure], list[Any], fl
         )
         failure: Failure = (None, "UnpicklingError", message, "")
         return kind, dict.fromkeys(range(count), failure), [None] * count, seconds
+    for failed, *_ in failures.values():
+        _drop_rebuilt_tracebacks(failed)
     return kind, failures, values, seconds
+
+
+def _drop_rebuilt_tracebacks(error: BaseException | None) -> None:
+    """Drop the tracebacks that unpickling gave ``error`` and the errors it chains to.
+
+    An error travels without one, unless a library made tracebacks pickle (tblib, which
+    distributed installs): then unpickling rebuilds one from frames whose callers are
+    the frames decoding it, which hold the chunk (and its Dask future, whose task stays
+    on the cluster) in a cycle until the garbage collector runs. The worker's
+    traceback is kept as text, attached as the error's cause (``_RemoteTraceback``),
+    as it is without tblib.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
 
 
 def worker_main(conn: Connection, lifeline: Connection, progress: Any, initializer: bytes) -> None:
