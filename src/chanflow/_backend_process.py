@@ -148,6 +148,8 @@ def _death(process: Any) -> str:
 
 
 _main_lock = threading.Lock()
+# __main__'s attributes while _main_module_hidden hides them (a fork child restores them).
+_main_hidden: dict[str, Any] | None = None
 
 
 @contextmanager
@@ -166,16 +168,22 @@ def _main_module_hidden() -> Iterator[None]:
     if main is None:
         yield
         return
+    global _main_hidden
     with _main_lock:
         names: tuple[str, ...] = ("__file__", "__spec__")
-        saved = {name: vars(main)[name] for name in names if name in vars(main)}
+        saved = _main_hidden = {name: vars(main)[name] for name in names if name in vars(main)}
         main.__dict__.pop("__file__", None)
         main.__spec__ = None
         try:
             yield
         finally:
-            main.__dict__.pop("__spec__", None)
-            main.__dict__.update(saved)
+            _show_main(main, saved)
+            _main_hidden = None
+
+
+def _show_main(main: Any, saved: dict[str, Any]) -> None:
+    main.__dict__.pop("__spec__", None)
+    main.__dict__.update(saved)
 
 
 class _Abandoned(Exception):
@@ -1019,5 +1027,22 @@ def _renew_lock(holder: Any) -> None:
         holder._lock = threading.RLock() if reentrant else threading.Lock()
 
 
+def _renew_own_locks() -> None:
+    """In a fork child: fresh module locks, and ``__main__`` as it was.
+
+    A parent thread starting a worker at the fork holds these locks, and hides
+    ``__main__``'s file and spec, for ever in the child: its first worker would wait
+    for ever (seen: 9 forks in 120 under load), and its ``__file__`` would be gone.
+    """
+    global _main_lock, _process_lock, _main_hidden
+    main = sys.modules.get("__main__")
+    if _main_hidden is not None and main is not None:
+        _show_main(main, _main_hidden)
+    _main_hidden = None
+    _main_lock = threading.Lock()
+    _process_lock = threading.Lock()
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_the_parents_forkserver)
+    os.register_at_fork(after_in_child=_renew_own_locks)
