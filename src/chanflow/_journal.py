@@ -277,6 +277,17 @@ _open_files: dict[tuple[int, int], weakref.ref[Journal]] = {}
 _open_files_lock = threading.Lock()
 
 
+def _renew_open_files_lock() -> None:
+    """In a fork child: a fresh lock (a parent thread opening a journal at the fork
+    holds the old one for ever in the child)."""
+    global _open_files_lock
+    _open_files_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_open_files_lock)
+
+
 class Journal:
     """The SQLite file that records the finished jobs of one run, to resume it after a crash.
 
