@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import chanflow as cf
@@ -178,3 +180,53 @@ def exited_within(child: subprocess.Popen[str], within: float, after: str) -> tu
         if child.poll() is None:
             child.kill()
             child.communicate()
+
+
+_FORK_WHILE_HELD = """
+import os, sys, threading, time
+import __main__
+import chanflow as cf
+from chanflow import _backend_process, _journal
+
+entered, release = threading.Event(), threading.Event()
+
+def holding():
+    with {held}:
+        entered.set()
+        release.wait(30)
+
+thread = threading.Thread(target=holding)
+thread.start()
+assert entered.wait(10)
+pid = os.fork()
+if pid == 0:
+    code = 1
+    try:
+{child}
+        code = 0
+    finally:
+        os._exit(code)
+release.set()
+thread.join()
+deadline = time.monotonic() + 20
+while not os.waitpid(pid, os.WNOHANG)[0]:
+    if time.monotonic() > deadline:
+        print("child hung", flush=True)
+        os.kill(pid, 9)
+        break
+    time.sleep(0.01)
+"""
+
+
+def fork_while_held(tmp_path: Path, held: str, child: str, *args: str) -> list[str]:
+    """What a fork child printed, forked while a thread of its parent was inside ``with
+    held:`` (a script run by a fresh interpreter, not by pytest's process, whose threads
+    a fork would copy mid-flight). ``child`` is the child's code (indented 8 spaces);
+    ``["child hung"]`` if it did not exit within 20 s."""
+    script = tmp_path / "fork_while_held.py"
+    script.write_text(_FORK_WHILE_HELD.format(held=held, child=child))
+    ran = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=50
+    )
+    assert ran.returncode == 0, ran.stderr
+    return ran.stdout.splitlines()

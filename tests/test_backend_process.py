@@ -31,7 +31,7 @@ from chanflow._backend import Job
 from chanflow._backend_process import ProcessBackend
 from chanflow._process_worker import JobScope, _dumps, _run, decode_outcomes
 from chanflow._result import Result
-from helpers import call_of, interrupt, results_into
+from helpers import call_of, fork_while_held, interrupt, results_into
 from probes import Stamps
 
 
@@ -565,55 +565,18 @@ def test_ctrl_c_in_the_parent_leaves_no_worker(tmp_path: Path) -> None:
     assert wait_until_gone(pids, 5.0) == set()
 
 
-_FORK_WHILE_STARTING = """
-import os, sys, threading, time
-import __main__
-import chanflow as cf
-from chanflow import _backend_process
-
-entered, release = threading.Event(), threading.Event()
-
-def starting_a_worker():  # what a slot thread holds while it starts a worker process
-    with _backend_process._main_module_hidden(), _backend_process._process_lock:
-        entered.set()
-        release.wait(30)
-
-thread = threading.Thread(target=starting_a_worker)
-thread.start()
-assert entered.wait(10)
-pid = os.fork()
-if pid == 0:
-    code = 1
-    try:
-        shown = getattr(__main__, "__file__", None) == sys.argv[0]
-        with cf.WorkerPool(workers=1, backend="process") as pool:
-            print("child got", list(pool.map(abs, [-1, -2])), shown, flush=True)
-        code = 0
-    finally:
-        os._exit(code)
-release.set()
-thread.join()
-deadline = time.monotonic() + 20
-while not os.waitpid(pid, os.WNOHANG)[0]:
-    if time.monotonic() > deadline:
-        print("child hung", flush=True)
-        os.kill(pid, 9)
-        break
-    time.sleep(0.01)
-"""
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
 def test_a_fork_while_a_worker_starts_leaves_the_child_able_to_start_its_own(
     tmp_path: Path,
 ) -> None:
     # The parent's thread holds the start locks and hides __main__'s file at the fork;
     # the child must get fresh locks and its __main__ back, not wait for ever.
-    script = tmp_path / "fork_while_starting.py"
-    script.write_text(_FORK_WHILE_STARTING)
-    ran = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50)
-    assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.splitlines() == ["child got [1, 2] True"], ran.stdout + ran.stderr
+    held = "_backend_process._main_module_hidden(), _backend_process._process_lock"
+    child = """\
+        shown = getattr(__main__, "__file__", None) == sys.argv[0]
+        with cf.WorkerPool(workers=1, backend="process") as pool:
+            print("child got", list(pool.map(abs, [-1, -2])), shown, flush=True)"""
+    assert fork_while_held(tmp_path, held, child) == ["child got [1, 2] True"]
 
 
 def test_chunksize_fixes_the_jobs_per_chunk() -> None:

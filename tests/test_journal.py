@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import chanflow as cf
 from chanflow._journal import OK, Row, decode, digest_of, encode, identity_of
+from helpers import fork_while_held
 
 # -- the file ----------------------------------------------------------------------
 
@@ -317,51 +318,10 @@ def test_identity_names_the_function() -> None:
     assert identity_of(Point) == f"{__name__}.Point"
 
 
-_FORK_WHILE_OPENING = """
-import os, sys, threading, time
-import chanflow as cf
-from chanflow import _journal
-
-entered, release = threading.Event(), threading.Event()
-
-def opening_a_journal():  # what a thread holds while it opens or closes a journal
-    with _journal._open_files_lock:
-        entered.set()
-        release.wait(30)
-
-thread = threading.Thread(target=opening_a_journal)
-thread.start()
-assert entered.wait(10)
-pid = os.fork()
-if pid == 0:
-    code = 1
-    try:
-        with cf.Journal(sys.argv[1]) as journal:
-            print("child opened", len(journal), flush=True)
-        code = 0
-    finally:
-        os._exit(code)
-release.set()
-thread.join()
-deadline = time.monotonic() + 20
-while not os.waitpid(pid, os.WNOHANG)[0]:
-    if time.monotonic() > deadline:
-        print("child hung", flush=True)
-        os.kill(pid, 9)
-        break
-    time.sleep(0.01)
-"""
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
 def test_a_fork_while_a_journal_opens_leaves_the_child_able_to_open_one(tmp_path: Path) -> None:
-    script = tmp_path / "fork_while_opening.py"
-    script.write_text(_FORK_WHILE_OPENING)
-    ran = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "child.db")],
-        capture_output=True,
-        text=True,
-        timeout=50,
-    )
-    assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.splitlines() == ["child opened 0"], ran.stdout + ran.stderr
+    child = """\
+        with cf.Journal(sys.argv[1]) as journal:
+            print("child opened", len(journal), flush=True)"""
+    lines = fork_while_held(tmp_path, "_journal._open_files_lock", child, str(tmp_path / "c.db"))
+    assert lines == ["child opened 0"]
