@@ -565,7 +565,7 @@ def test_ctrl_c_in_the_parent_leaves_no_worker(tmp_path: Path) -> None:
     assert wait_until_gone(pids, 5.0) == set()
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork, which only POSIX systems have")
 def test_a_fork_while_a_worker_starts_leaves_the_child_able_to_start_its_own(
     tmp_path: Path,
 ) -> None:

@@ -318,7 +318,7 @@ def test_identity_names_the_function() -> None:
     assert identity_of(Point) == f"{__name__}.Point"
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork, which only POSIX systems have")
 def test_a_fork_while_a_journal_opens_leaves_the_child_able_to_open_one(tmp_path: Path) -> None:
     child = """\
         with cf.Journal(sys.argv[1]) as journal:

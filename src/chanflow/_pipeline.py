@@ -83,18 +83,21 @@ def _report_left_behind(threads: Iterable[threading.Thread]) -> None:
 
     Such a thread (a daemon) is left behind: say which, as a user cannot see it.
     """
+    current = threading.current_thread()
+    stuck = [thread for thread in threads if thread.is_alive() and thread is not current]
+    if not stuck:
+        return  # the usual case: no frame snapshot taken
     frames = sys._current_frames()
-    for thread in threads:
-        if thread.is_alive() and thread is not threading.current_thread():
-            frame = frames.get(thread.ident or -1)
-            stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
-            logger.warning(
-                "chanflow: the pipeline thread %r still runs %.0f s after its flow closed"
-                " (blocked in a source or a function?); left behind. Its stack:\n%s",
-                thread.name,
-                _JOIN_SECONDS,
-                stack,
-            )
+    for thread in stuck:
+        frame = frames.get(thread.ident or -1)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+        logger.warning(
+            "chanflow: the pipeline thread %r still runs %.0f s after its flow closed"
+            " (blocked in a source or a function?); left behind. Its stack:\n%s",
+            thread.name,
+            _JOIN_SECONDS,
+            stack,
+        )
 
 
 @dataclass(frozen=True)
