@@ -819,6 +819,81 @@ def test_retries_that_fall_due_together_travel_as_one_chunk(
     assert chunks == [21, 20]
 
 
+@pytest.mark.parametrize("paced", [False, True], ids=["plain", "with-timeout"])
+def test_a_retry_goes_to_a_worker_ahead_of_its_due_time_and_waits_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, paced: bool
+) -> None:
+    # The hand-off of a retry (timer thread, slot thread, worker process) happens while
+    # its backoff runs out, and the worker waits for the due time: the attempt still
+    # never starts early. A paced attempt (a timeout here) is handed over when due: its
+    # deadline starts with the hand-off.
+    import chanflow._backend as backend_module
+
+    scheduled: list[float] = []
+    real_schedule = backend_module.schedule
+
+    def schedule(delay: float, callback: Any) -> Any:
+        scheduled.append(delay)
+        return real_schedule(delay, callback)
+
+    monkeypatch.setattr(backend_module, "schedule", schedule)
+    stamps = Stamps(tmp_path / "stamps")
+    delay = 0.2
+
+    def job(index: int) -> int:
+        stamps.stamp("start")
+        if len(stamps.times("start")) == 1:
+            stamps.stamp("failed")
+            raise RuntimeError("flaky")  # builtin: nothing to import where the retry runs
+        return index
+
+    options: dict[str, Any] = {"timeout": 30.0} if paced else {}
+    with cf.WorkerPool(
+        workers=1, backend="process", retries=1, backoff=lambda attempt: delay, **options
+    ) as pool:
+        [result] = pool.results(job, [7])
+    assert (result.ok, result.attempts) == (True, 2)
+    lead = 0.0 if paced else ProcessBackend.dispatch_lead
+    assert paced or 0.0 < lead < delay
+    assert scheduled == [pytest.approx(delay - lead)]
+    [failed], [_, retry] = stamps.times("failed"), stamps.times("start")
+    assert retry - failed >= delay
+
+
+def test_a_worker_starts_no_job_before_its_start_time() -> None:
+    # What a retry sent ahead (see the test above) relies on. The wait is not the
+    # jobs' own time: the parent sizes chunks by it.
+    started: list[float] = []
+
+    def job(item: int) -> int:
+        started.append(time.monotonic())
+        return item
+
+    now = time.monotonic()
+    starts = [now + 0.03, now - 1.0, now + 0.05]
+    progress = multiprocessing.RawValue("l", -1)
+    failures, values, waited = _run(
+        job, [0, 1, 2], progress, JobScope(), cast(Any, _Outbox()), 60.0, False, starts
+    )
+    assert (failures, values) == ({}, [0, 1, 2])
+    assert all(start >= due for start, due in zip(started, starts, strict=True)), started
+    assert 0.0 < waited <= 0.05
+
+
+def test_a_worker_waits_no_longer_than_max_early_for_a_start_time() -> None:
+    # A start time from a clock this process does not share must not idle a worker.
+    from chanflow._process_worker import MAX_EARLY
+
+    progress = multiprocessing.RawValue("l", -1)
+    began = time.monotonic()
+    _, values, _ = _run(
+        square, [3], progress, JobScope(), cast(Any, _Outbox()), 60.0, False, [began + 3600.0]
+    )
+    assert values == [9]
+    assert MAX_EARLY < 1.0
+    assert time.monotonic() - began < 10.0  # generous: without the cap, an hour
+
+
 class _Outbox:
     """Stands for a worker's pipe to the parent: keeps the outcomes sent ahead."""
 

@@ -261,7 +261,16 @@ def current_context() -> Context:
 class Job:
     """One input item of a call, across its attempts."""
 
-    __slots__ = ("_context", "attempts", "call", "deadline", "first_start", "index", "item")
+    __slots__ = (
+        "_context",
+        "attempts",
+        "call",
+        "deadline",
+        "first_start",
+        "index",
+        "item",
+        "not_before",
+    )
 
     def __init__(self, call: Call, index: int, item: Any) -> None:
         self.call = call
@@ -270,6 +279,10 @@ class Job:
         self.attempts = 0
         self.first_start = 0.0
         self.deadline: float | None = None
+        # The monotonic time before which this attempt must not start: a retry handed
+        # to the backend ahead of its due time (see ``Backend.dispatch_lead``); 0.0
+        # (or any past time) when it may start at once.
+        self.not_before = 0.0
         self._context: Context | None = None
 
     def context(self) -> Context:
@@ -730,8 +743,15 @@ class Call:
     def _retry_later(self, job: Job, delay: float) -> None:
         if delay <= 0 or not math.isfinite(delay):
             self._resubmit(job)
+            return
+        # A paced attempt (a deadline, a rate token) starts when it is handed over.
+        lead = 0.0 if self.paced else self.backend.dispatch_lead
+        if lead:
+            job.not_before = monotonic() + delay
+        if delay <= lead:
+            self._resubmit(job)
         else:
-            schedule(delay, lambda: self._resubmit(job))
+            schedule(delay - lead, lambda: self._resubmit(job))
 
     def _resubmit(self, job: Job) -> None:
         if self.cancelled:
@@ -783,7 +803,8 @@ class Backend(ABC):
     :class:`Collector` (``value`` or ``error``; a timed-out attempt fails with
     ``call.timed_out(job)``). It ends with ``call.chunk_ended(collector.outcome(),
     ran, seconds)``, which also delivers the outcome, in the order of the chunk's
-    jobs (an ordered consumer relies on it).
+    jobs (an ordered consumer relies on it). A backend with a ``dispatch_lead``
+    starts no job before its ``job.not_before``.
     """
 
     kind: str = "?"
@@ -797,6 +818,11 @@ class Backend(ABC):
     # little enough that the head-of-line delay inside a chunk stays unnoticeable.
     chunk_seconds: float = 0.0002
     max_chunk: int = 256
+    # A retry may be handed to the backend this many seconds before it is due, when
+    # the backend holds each job until its ``not_before``: where a hand-off is a chain
+    # of wake-ups (timer thread, slot thread, worker process), they then happen while
+    # the backoff runs out instead of after it. 0: jobs are handed over when due.
+    dispatch_lead: float = 0.0
     # A sync consumer handing out ready items runs pure Python without releasing the
     # GIL; a worker thread that wants it meanwhile waits up to the 5 ms switch
     # interval. The consumer releases it once every ``gil_every + 1`` items (a mask):

@@ -382,6 +382,10 @@ class ProcessBackend(Backend):
     # some 100-300 us: chunks of ~20 ms of work keep that near 1%.
     chunk_seconds = 0.02
     max_chunk = 4096
+    # A retry's hand-off is a chain of wake-ups (the timer thread, a slot thread, the
+    # worker process), ~1 ms and a few on a busy machine: it goes that far ahead of
+    # its due time, and the worker waits out the rest (idle for at most this long).
+    dispatch_lead = 0.004
     # Only the slot threads share the GIL with the consumer, and each needs it
     # briefly per chunk: releasing it often cost ~0.2 us per no-op job in GIL
     # hand-offs (measured), so release it rarely.
@@ -609,7 +613,9 @@ class ProcessBackend(Backend):
         chunk = worker.next_chunk()
         try:
             report = self._reporting(call)
-            message = bytes(cloudpickle.dumps(("run", key, fresh.items, chunk, None, *report)))
+            message = bytes(
+                cloudpickle.dumps(("run", key, fresh.items, chunk, None, *report, None))
+            )
         except Exception:  # some item cannot be pickled: find it, job by job
             message = None
         # The chunk's Jobs and its Collector, made once a failure is settled early.
@@ -845,9 +851,14 @@ class ProcessBackend(Backend):
         report: tuple[float, bool],
     ) -> tuple[list[Job], bytes]:
         """The jobs whose input can be pickled and their message; the others fail clearly."""
-        try:
+
+        def run_message(jobs: list[Job]) -> bytes:
             items = [job.item for job in jobs]
-            return jobs, bytes(cloudpickle.dumps(("run", key, items, chunk, timeout, *report)))
+            message = ("run", key, items, chunk, timeout, *report, _start_times(jobs))
+            return bytes(cloudpickle.dumps(message))
+
+        try:
+            return jobs, run_message(jobs)
         except Exception:
             pass
         sendable = []
@@ -856,10 +867,9 @@ class ProcessBackend(Backend):
                 cloudpickle.dumps(job.item)
                 sendable.append(job)
             except Exception as error:
-                message = f"job {job.index} ({job.item!r:.200}) cannot be sent to a worker process"
-                collector.error(job, TypeError(f"{message}: {error}"))
-        items = [job.item for job in sendable]
-        return sendable, bytes(cloudpickle.dumps(("run", key, items, chunk, timeout, *report)))
+                problem = f"job {job.index} ({job.item!r:.200}) cannot be sent to a worker process"
+                collector.error(job, TypeError(f"{problem}: {error}"))
+        return sendable, run_message(sendable)
 
     def _crashed(
         self, worker: _Worker, call: Call, jobs: list[Job], collector: Collector, done: int
@@ -958,6 +968,12 @@ def _index_of(job: Job) -> int:
 def _without(waiting: list[list[Job]], jobs: list[Job]) -> list[list[Job]]:
     """The waiting lists but ``jobs`` (by identity: lists compare by their items)."""
     return [queued for queued in waiting if queued is not jobs]
+
+
+def _start_times(jobs: list[Job]) -> list[float] | None:
+    """When each job may start (``Job.not_before``), or None if all may start now."""
+    starts = [job.not_before for job in jobs]
+    return starts if starts and max(starts) > monotonic() else None
 
 
 def _collect(

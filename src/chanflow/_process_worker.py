@@ -7,10 +7,12 @@ header first (see ``_OUTCOMES``) and are plainly pickled when they hold a failur
 (see ``_dumps``):
 
 parent -> worker: ``("fn", key, fn_bytes)`` registers a call's function;
-``("run", key, items, chunk, timeout, flush, eager)`` runs it over ``items``
+``("run", key, items, chunk, timeout, flush, eager, starts)`` runs it over ``items``
 (``chunk`` numbers the chunk, ``timeout`` is the per-attempt timeout or None,
 ``flush`` how often to send outcomes ahead, in seconds, ``eager`` whether to send
-them ahead right after a failed job too); ``("stop",)`` ends the
+them ahead right after a failed job too, ``starts`` None or, for each item, the
+``time.monotonic()`` before which it must not start: a retry sent ahead of its due
+time); ``("stop",)`` ends the
 worker. On the lifeline pipe, the parent writes the number of a chunk to cancel.
 worker -> parent: ``("ready",)`` once the initializer ran, or
 ``("init-failed", error_text)``; ``("loaded", key)`` once a function is loaded (one
@@ -82,6 +84,12 @@ _yield_cpu: Any = getattr(os, "sched_yield", lambda: None)
 # them failing twice, ran 25-40% slower (load 1.5-4 on 2 cores); this way 5-15%.
 # Once the parent's thread has run, it waits for the next message, which wakes it.
 YIELD_GAP = 0.001
+
+
+# A job waits at most this long for its start time (``starts``): the parent sends it
+# a few milliseconds ahead (``ProcessBackend.dispatch_lead``); a longer wait could
+# only come from a clock this process does not share, and must not idle a worker.
+MAX_EARLY = 0.05
 
 
 def worker_state_dict() -> dict[str, Any] | None:
@@ -239,13 +247,16 @@ def _run(
     conn: Connection,
     flush: float,
     eager: bool = False,
-) -> tuple[dict[int, Failure], list[Any]]:
-    """Run ``fn`` over ``items``: the failures by position, and the values (None where failed).
+    starts: list[float] | None = None,
+) -> tuple[dict[int, Failure], list[Any], float]:
+    """Run ``fn`` over ``items``: the failures by position, the values (None where failed),
+    and the seconds spent waiting for start times.
 
     Outcomes are sent ahead as ``part`` messages whenever ``flush`` seconds of work
     have gone by, and with ``eager`` right after a job failed (the parent schedules
     its retry at once; the CPU is given up then, see ``_yield_cpu``); what is
-    returned is the rest (positions relative to it).
+    returned is the rest (positions relative to it). With ``starts``, no item starts
+    before its start time (the wait is not the jobs' time: the parent sizes chunks by it).
     """
     failures: dict[int, Failure] = {}
     values: list[Any] = []
@@ -253,8 +264,11 @@ def _run(
     now = time.perf_counter
     flush_at = now() + flush
     yield_at = 0.0
+    waited = 0.0
     try:
         for position, item in enumerate(items):
+            if starts is not None:
+                waited += _wait_until(starts[position])
             progress.value = position  # if this job kills the process, the parent knows it
             try:
                 append(fn(item))
@@ -278,7 +292,16 @@ def _run(
                 flush_at = now() + flush
     finally:
         scope.end_chunk()
-    return failures, values
+    return failures, values, waited
+
+
+def _wait_until(when: float) -> float:
+    """Sleep until ``time.monotonic()`` reaches ``when`` (at most MAX_EARLY): the seconds."""
+    wait = when - time.monotonic()
+    if wait <= 0:
+        return 0.0
+    time.sleep(min(wait, MAX_EARLY))
+    return wait
 
 
 def _dumps(outcome: Any) -> bytes:
@@ -411,11 +434,12 @@ def worker_main(conn: Connection, lifeline: Connection, progress: Any, initializ
             return
         kind = message[0]
         if kind == "run":
-            _, key, items, chunk, timeout, flush, eager = message
+            _, key, items, chunk, timeout, flush, eager, starts = message
             scope.begin_chunk(chunk, timeout)
             started = time.perf_counter()
-            failures, values = _run(functions[key], items, progress, scope, conn, flush, eager)
-            seconds = time.perf_counter() - started
+            fn = functions[key]
+            failures, values, waited = _run(fn, items, progress, scope, conn, flush, eager, starts)
+            seconds = time.perf_counter() - started - waited
             conn.send_bytes(_encode_outcomes("done", failures, values, seconds))
         elif kind == "fn":
             if len(functions) >= KNOWN_FUNCTIONS:
