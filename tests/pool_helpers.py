@@ -206,8 +206,8 @@ class Backend:
     # Where job bodies can report to the test: in memory, or through a manager process.
     probes: Probes
     # The documented bound of the default window (docs/worker-pool.md, "The default
-    # window"): 1024 jobs (threads, asyncio) or two chunks of up to 512 jobs per worker
-    # (processes, Dask), never below two jobs per worker.
+    # window"): 1024 jobs (threads, asyncio) or two chunks per worker of up to 2048
+    # jobs (processes) or 512 (Dask), never below two jobs per worker.
     window_cap_per_worker: int = 0
     window_cap: int = 1024
 
@@ -235,7 +235,7 @@ BACKENDS = (
     Backend("thread", thread_job, timed_out_jobs="runs on", probes=LOCAL),
     Backend("async", async_job, timed_out_jobs="cancelled", probes=LOCAL),
     Backend(
-        "process", thread_job, timed_out_jobs="killed", probes=SHARED, window_cap_per_worker=1024
+        "process", thread_job, timed_out_jobs="killed", probes=SHARED, window_cap_per_worker=4096
     ),
 )
 # On Dask (the session's LocalCluster, see conftest.dask_client: the current client, which

@@ -425,9 +425,12 @@ class ProcessBackend(Backend):
         self._init_error: _InitFailed | None = None
 
     def window_cap(self) -> int:
-        # Chunks of hundreds of jobs are what make small jobs cheap here, and each
-        # worker needs one chunk running and one waiting.
-        return 2 * self.workers * 512
+        # Chunks of thousands of jobs are what make small jobs cheap here (a chunk's
+        # round trip costs 100-300 us), and each worker needs one chunk running and one
+        # waiting. Measured, 100,000 no-op jobs on 2 workers: 56 ms with chunks of up
+        # to 512, 43 ms with 2048, 42 ms with 4096 (multiprocessing.Pool.imap with
+        # chunksize=1000, which takes its whole input at once: 33 ms).
+        return 2 * self.workers * 2048
 
     def chunk_cap(self, buffer: int) -> int:
         # Unlike threads (one GIL), processes run in parallel: the buffer must hold a

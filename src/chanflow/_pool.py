@@ -741,8 +741,8 @@ class WorkerPool:
       stops reading stops the input. Given, a hard cap. By default the window adapts
       to the job: ``2 * workers`` while job durations are unknown and for slow jobs
       (one per chunk), two chunks per worker for cheap ones, never more than
-      ``max(2 * workers, 1024)`` on threads and asyncio and ``1024 * workers`` on
-      processes and Dask (see ``Backend.default_window``).
+      ``max(2 * workers, 1024)`` on threads and asyncio, ``4096 * workers`` on
+      processes and ``1024 * workers`` on Dask (see ``Backend.default_window``).
     * ``chunksize``: jobs handed to a worker at a time. By default the pool measures
       job durations and picks it (about 200 us of work per chunk on threads and
       asyncio, 20 ms on processes, 50 ms on Dask); a number fixes it.
