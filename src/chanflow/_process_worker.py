@@ -267,9 +267,9 @@ def _run(
     waited = 0.0
     try:
         for position, item in enumerate(items):
+            progress.value = position  # if this job kills the process, the parent knows it
             if starts is not None:
                 waited += _wait_until(starts[position])
-            progress.value = position  # if this job kills the process, the parent knows it
             try:
                 append(fn(item))
             except BaseException as error:  # a job's failure, whatever it is, is its outcome
@@ -297,10 +297,10 @@ def _run(
 
 def _wait_until(when: float) -> float:
     """Sleep until ``time.monotonic()`` reaches ``when`` (at most MAX_EARLY): the seconds."""
-    wait = when - time.monotonic()
+    wait = min(when - time.monotonic(), MAX_EARLY)
     if wait <= 0:
         return 0.0
-    time.sleep(min(wait, MAX_EARLY))
+    time.sleep(wait)
     return wait
 
 
