@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -39,6 +40,27 @@ def run_threads(*targets: Callable[[], object], timeout: float = 20.0) -> None:
     assert not alive, f"{len(alive)} test threads still running after {timeout} s: hang"
     if errors:
         raise errors[0]
+
+
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie.
+
+    A killed process whose parent exited first waits for init to reap it, and some
+    containers' init (this CI machine's) never does: it stays a zombie, which
+    ``os.kill(pid, 0)`` still finds, though it runs nothing and holds nothing.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except OSError:  # no /proc (not Linux): kill(pid, 0) is all there is
+        return True
+    return state not in ("Z", "X")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:

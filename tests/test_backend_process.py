@@ -31,7 +31,7 @@ from chanflow._backend import Job
 from chanflow._backend_process import ProcessBackend
 from chanflow._process_worker import JobScope, _dumps, _run, decode_outcomes
 from chanflow._result import Result
-from helpers import call_of, fork_while_held, interrupt, results_into
+from helpers import call_of, fork_while_held, interrupt, process_running, results_into
 from probes import Stamps
 
 
@@ -57,14 +57,7 @@ def crash_on(bad: set[int]) -> Any:
 
 
 def pids_alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        alive.add(pid)
-    return alive
+    return {pid for pid in pids if process_running(pid)}
 
 
 def wait_until_gone(pids: set[int], seconds: float) -> set[int]:

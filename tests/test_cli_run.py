@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import sqlite3
@@ -25,6 +24,7 @@ from cli_helpers import (
     wait_for,
     write_jobs_module,
 )
+from helpers import process_running
 
 UNLUCKY = {3, 10, 17}  # square() raises for n % 7 == 3
 
@@ -618,12 +618,4 @@ def test_a_stop_at_once_kills_running_commands(here: Path) -> None:
     process.communicate(timeout=20)
 
     assert process.returncode == 130
-    wait_for(lambda: not any(map(alive, pids)), "the commands to be gone", timeout=10)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    wait_for(lambda: not any(map(process_running, pids)), "the commands to be gone", timeout=10)

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .._exceptions import ChanflowError
+from .._exceptions import ChanflowError, JobTimeout
 from ._jobs import Job, NotStarted, Rejected
 
 __all__ = [
@@ -244,7 +244,10 @@ class CommandRunner:
         except subprocess.TimeoutExpired:
             _kill_group(process)
             process.communicate()
-            raise CommandFailed(f"command still running after {self.timeout} s: killed") from None
+            # The pool's own timer, which ends the attempt at the same moment on a
+            # thread, says JobTimeout; whichever fires first, a run says the same.
+            message = f"command still running after {self.timeout} s: killed"
+            raise JobTimeout(message) from None
         finally:
             with self._lock:
                 self._running.discard(process)
