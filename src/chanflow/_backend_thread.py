@@ -1,11 +1,11 @@
 """The thread backend: a bounded set of worker threads fed by one unbounded queue.
 
-Workers start on demand (when more chunks wait than workers are parked, and two
-once work comes: see ``TAKE_TURNS``) up to the pool's limit, take one chunk at a
-time, and exit when the pool closes the queue. A thread cannot be killed, so a job
-that runs past its ``timeout`` is reported as JobTimeout by the timer thread, which
-also starts a replacement worker so the pool keeps its capacity; the stuck thread
-drops its late result and exits when its job finally returns.
+Workers start on demand (when more chunks wait than workers are parked) up to the
+pool's limit, take one chunk at a time, and exit when the pool closes the queue. A
+thread cannot be killed, so a job that runs past its ``timeout`` is reported as
+JobTimeout by the timer thread, which also starts a replacement worker so the pool
+keeps its capacity; the stuck thread drops its late result and exits when its job
+finally returns.
 """
 
 from __future__ import annotations
@@ -46,13 +46,6 @@ SHARE_CHECK_EVERY = 16
 # enough that a thread descheduled on a busy machine rarely splits a cheap chunk.
 SHARE_AFTER_SECONDS = 0.02
 
-# A pool that has been given work keeps at least this many workers, even when one
-# could run it all. A caller that submits a job and waits for it, again and again,
-# then hands each job to the worker that has waited longest, the two taking turns:
-# measured on 2 cores (Linux VM), ~55 us a hand-off instead of ~80 with one worker,
-# which the kernel kept on the caller's CPU, the other CPU idle. Costs one thread.
-TAKE_TURNS = 2
-
 # A Job alone: see submit_one; a Task: see submit_task.
 Chunk = tuple[Call, "list[Job] | Fresh | Job"] | Task
 _EMPTY: Any = object()  # no chunk taken yet
@@ -89,7 +82,8 @@ class ThreadBackend(Backend):
             if self._closed:
                 raise RuntimeError("the worker pool is closed")
             self._queue.put(task)
-        self._grow_if_wanted()
+        if self._queue.qsize() > len(self._parked) and len(self._workers) < self.workers:
+            self._grow(unless_starting=True)
 
     def submit_chunked(self, call: Call, start: int, items: list[Any], size: int) -> None:
         if call.paced:
@@ -106,14 +100,9 @@ class ThreadBackend(Backend):
                 raise RuntimeError("the worker pool is closed")
             for chunk in chunks:
                 put(chunk)
-        self._grow_if_wanted()
-
-    def _grow_if_wanted(self) -> None:
-        """Start a worker if there is room and more chunks wait than workers are parked
-        to take them, or fewer than TAKE_TURNS workers exist (read without the lock:
-        _grow checks again under it)."""
-        workers = len(self._workers)
-        if workers < self.workers and (self._unclaimed() > 0 or workers < TAKE_TURNS):
+        # More chunks waiting than workers parked to take them, and room for a worker
+        # (read without the lock: _grow checks again under it).
+        if self._unclaimed() > 0 and len(self._workers) < self.workers:
             self._grow(unless_starting=True)
 
     def _unclaimed(self) -> int:
